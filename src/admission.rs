@@ -1,0 +1,508 @@
+//! Admission control: the CPU pool, the bounded queue in front of it, deadlines, and
+//! the byte budget for requests in flight.
+//!
+//! Owns: the decision "run this now, or say no at once". Hand-written because it is
+//! normd's own job: a rejection must cost microseconds and no queue slot, a request
+//! whose budget cannot cover its expected queue wait is refused up front, and work
+//! whose caller left (deadline passed, client disconnected) never starts.
+//! Never: runs pipeline work on the async I/O threads, and never blocks them: a full
+//! queue is an answer, not a wait.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::pipeline::Stop;
+use crate::telemetry;
+
+/// Stack of each worker thread. Parsing is depth-limited (≤ 1024 levels) but the
+/// jsonschema validator and serde_json's recursive drop use the stack too; 8 MiB leaves
+/// a wide margin at 1024 levels, and untouched stack pages cost no RSS.
+const WORKER_STACK: usize = 8 << 20;
+
+/// Weight of the newest sample in the service-time average (1/8).
+const EWMA_SHIFT: u32 = 3;
+
+/// CPU worker count from the cgroup CPU quota (v2 `cpu.max`, v1 CFS files), else the
+/// CPUs this process may run on.
+pub fn cpu_quota() -> usize {
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let quota = std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
+        .ok()
+        .and_then(|s| parse_cpu_max(&s))
+        .or_else(|| {
+            let q = read_i64("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+                .or_else(|| read_i64("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us"))?;
+            let p = read_i64("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+                .or_else(|| read_i64("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us"))?;
+            quota_cpus(q, p)
+        });
+    quota.map_or(online, |q| q.min(online)).max(1)
+}
+
+fn read_i64(path: &str) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `cpu.max` is "max 100000" (no quota) or "QUOTA PERIOD".
+pub fn parse_cpu_max(text: &str) -> Option<usize> {
+    let mut parts = text.split_whitespace();
+    let quota = parts.next()?;
+    let period: i64 = parts.next()?.parse().ok()?;
+    if quota == "max" {
+        return None;
+    }
+    quota_cpus(quota.parse().ok()?, period)
+}
+
+/// A fractional quota rounds up: 1.5 CPUs can keep two threads partly busy.
+fn quota_cpus(quota: i64, period: i64) -> Option<usize> {
+    if quota <= 0 || period <= 0 {
+        return None;
+    }
+    Some(((quota + period - 1) / period).max(1) as usize)
+}
+
+/// Why a call was refused or did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Queue full, byte budget spent, or the expected wait exceeds the budget (429).
+    Overloaded(&'static str),
+    /// The budget was spent before work could start, or while it ran (504).
+    DeadlineExceeded,
+    /// The work panicked; the worker survives (500).
+    Panicked,
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The pool and its queue. One per process, shared by both listeners.
+pub struct Admission {
+    tx: crossbeam_channel::Sender<Job>,
+    workers: usize,
+    max_queue: usize,
+    /// Calls admitted and not yet started (including those still reading their body).
+    queued: AtomicUsize,
+    running: AtomicUsize,
+    ewma_service_ns: AtomicU64,
+    inflight_bytes: AtomicUsize,
+    max_inflight_bytes: usize,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("workers", &self.workers)
+            .field("queued", &self.queued())
+            .field("running", &self.running())
+            .finish()
+    }
+}
+
+impl Admission {
+    /// Starts `workers` threads. They live as long as the process (a pool drained at
+    /// shutdown would only delay exit).
+    pub fn start(workers: usize, max_queue: usize, max_inflight_bytes: usize) -> Arc<Self> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        for i in 0..workers.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("normd-worker-{i}"))
+                .stack_size(WORKER_STACK)
+                .spawn(move || {
+                    for job in rx.iter() {
+                        job();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start worker thread");
+            }
+        }
+        Arc::new(Self {
+            tx,
+            workers: workers.max(1),
+            max_queue,
+            queued: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            ewma_service_ns: AtomicU64::new(0),
+            inflight_bytes: AtomicUsize::new(0),
+            max_inflight_bytes,
+        })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Recent mean service time of one call.
+    pub fn service_time(&self) -> Duration {
+        Duration::from_nanos(self.ewma_service_ns.load(Ordering::Relaxed))
+    }
+
+    /// Queue wait a call admitted now should expect: the calls ahead of it spread over
+    /// the workers, each taking the recent mean service time.
+    pub fn expected_wait(&self) -> Duration {
+        let ahead = self.queued() + self.running();
+        let rounds = ahead
+            .saturating_sub(self.workers - 1)
+            .div_ceil(self.workers);
+        self.service_time() * rounds as u32
+    }
+
+    /// Takes a queue slot, or refuses at once. Called before the body is read, so a
+    /// refusal never buffers what it refuses. `probe` calls (the self-probe canary) may
+    /// exceed the cap by their own slot so an overloaded queue does not read as a wedged
+    /// pool.
+    pub fn reserve(self: &Arc<Self>, deadline: Instant, probe: bool) -> Result<Slot, Refusal> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Refusal::DeadlineExceeded);
+        }
+        if now + self.expected_wait() > deadline && !probe {
+            return Err(Refusal::Overloaded(
+                "the expected queue wait exceeds the remaining budget",
+            ));
+        }
+        let cap = if probe {
+            self.max_queue + 2
+        } else {
+            self.max_queue
+        };
+        let mut current = self.queued.load(Ordering::Relaxed);
+        loop {
+            if current >= cap {
+                return Err(Refusal::Overloaded("the admission queue is full"));
+            }
+            match self.queued.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        telemetry::queue_depth(self.queued());
+        Ok(Slot {
+            admission: Arc::clone(self),
+            released: false,
+        })
+    }
+
+    /// Reserves `n` request bytes against the in-flight byte budget.
+    pub fn reserve_bytes(self: &Arc<Self>, n: usize) -> Result<BytesPermit, Refusal> {
+        let mut current = self.inflight_bytes.load(Ordering::Relaxed);
+        loop {
+            // One call may always proceed alone, whatever its size (the body cap bounds it).
+            if current > 0 && current + n > self.max_inflight_bytes {
+                return Err(Refusal::Overloaded("the in-flight byte budget is spent"));
+            }
+            match self.inflight_bytes.compare_exchange_weak(
+                current,
+                current + n,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        telemetry::inflight_bytes(current + n);
+        Ok(BytesPermit {
+            admission: Arc::clone(self),
+            bytes: n,
+        })
+    }
+
+    /// Runs `work` on the pool under `deadline`. Resolves to `DeadlineExceeded` when the
+    /// deadline passes, whether or not the work is still running; the work sees that
+    /// through its [`Budget`] and stops at its next checkpoint. Dropping the returned
+    /// future (client gone) cancels queued work the same way.
+    pub async fn run<T, F>(&self, slot: Slot, deadline: Instant, work: F) -> Result<T, Refusal>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Budget) -> T + Send + 'static,
+    {
+        let budget = Budget {
+            deadline,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        };
+        let _cancel_on_drop = CancelOnDrop(Arc::clone(&budget.cancelled));
+        let (done_tx, done_rx) = oneshot::channel::<Result<T, Refusal>>();
+        let enqueued = Instant::now();
+        let job_budget = budget.clone();
+        let job: Job = Box::new(move || {
+            let admission = Arc::clone(&slot.admission);
+            drop(slot); // leaves the queue: counted as started from here on
+            let started = Instant::now();
+            telemetry::queue_wait(started - enqueued);
+            if job_budget.should_stop() {
+                telemetry::cancelled_before_start(job_budget.cancelled.load(Ordering::Relaxed));
+                let _ = done_tx.send(Err(Refusal::DeadlineExceeded));
+                return;
+            }
+            admission.running.fetch_add(1, Ordering::Relaxed);
+            let result = catch_unwind(AssertUnwindSafe(|| work(&job_budget)));
+            admission.running.fetch_sub(1, Ordering::Relaxed);
+            admission.record_service(started.elapsed());
+            let _ = done_tx.send(result.map_err(|_| Refusal::Panicked));
+        });
+        if self.tx.send(job).is_err() {
+            return Err(Refusal::Overloaded("the worker pool is gone"));
+        }
+        match tokio::time::timeout_at(deadline.into(), done_rx).await {
+            Ok(Ok(result)) => result,
+            // The job was dropped without answering: only if its thread died.
+            Ok(Err(_)) => Err(Refusal::Panicked),
+            Err(_) => {
+                budget.cancelled.store(true, Ordering::Relaxed);
+                Err(Refusal::DeadlineExceeded)
+            }
+        }
+    }
+
+    fn record_service(&self, took: Duration) {
+        let sample = took.as_nanos().min(u64::MAX as u128) as u64;
+        let _ = self
+            .ewma_service_ns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    sample
+                } else {
+                    old - (old >> EWMA_SHIFT) + (sample >> EWMA_SHIFT)
+                })
+            });
+    }
+}
+
+/// A reserved queue place; released when the work starts or the call gives up.
+pub struct Slot {
+    admission: Arc<Admission>,
+    released: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.released {
+            self.released = true;
+            self.admission.queued.fetch_sub(1, Ordering::AcqRel);
+            telemetry::queue_depth(self.admission.queued());
+        }
+    }
+}
+
+/// Request bytes counted against the in-flight budget until dropped.
+pub struct BytesPermit {
+    admission: Arc<Admission>,
+    bytes: usize,
+}
+
+impl BytesPermit {
+    /// Grows the reservation (e.g. once the decoded size is known); refused past the budget.
+    pub fn grow(&mut self, extra: usize) -> Result<(), Refusal> {
+        let more = self.admission.reserve_bytes(extra)?;
+        self.bytes += more.bytes;
+        std::mem::forget(more);
+        Ok(())
+    }
+}
+
+impl Drop for BytesPermit {
+    fn drop(&mut self) {
+        let before = self
+            .admission
+            .inflight_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+        telemetry::inflight_bytes(before - self.bytes);
+    }
+}
+
+/// What running work consults: its deadline and whether its caller left.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    deadline: Instant,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Budget {
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+impl Stop for Budget {
+    fn should_stop(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed) || Instant::now() >= self.deadline
+    }
+}
+
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_max_parsing() {
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max("100000 100000\n"), Some(1));
+        assert_eq!(parse_cpu_max("150000 100000"), Some(2));
+        assert_eq!(parse_cpu_max("50000 100000"), Some(1));
+        assert_eq!(parse_cpu_max("garbage"), None);
+        assert!(cpu_quota() >= 1);
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_and_frees_on_drop() {
+        let adm = Admission::start(1, 2, 1 << 20);
+        let a = adm.reserve(far(), false).unwrap();
+        let _b = adm.reserve(far(), false).unwrap();
+        assert_eq!(
+            adm.reserve(far(), false).err(),
+            Some(Refusal::Overloaded("the admission queue is full"))
+        );
+        // The self-probe canary still gets through a full queue.
+        let p = adm.reserve(far(), true).unwrap();
+        drop(a);
+        assert!(
+            adm.reserve(far(), false).is_err(),
+            "the probe's slot still counts"
+        );
+        drop(p);
+        assert!(adm.reserve(far(), false).is_ok());
+    }
+
+    #[test]
+    fn an_expired_budget_is_refused_before_queueing() {
+        let adm = Admission::start(1, 2, 1 << 20);
+        assert_eq!(
+            adm.reserve(Instant::now(), false).err(),
+            Some(Refusal::DeadlineExceeded)
+        );
+        assert_eq!(adm.queued(), 0);
+    }
+
+    #[test]
+    fn byte_budget_admits_one_call_alone_then_refuses() {
+        let adm = Admission::start(1, 2, 100);
+        let big = adm.reserve_bytes(500).unwrap();
+        assert!(adm.reserve_bytes(1).is_err());
+        drop(big);
+        let mut p = adm.reserve_bytes(60).unwrap();
+        assert!(p.grow(30).is_ok());
+        assert!(adm.reserve_bytes(20).is_err());
+        drop(p);
+        assert_eq!(adm.inflight_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn work_runs_off_the_runtime_and_returns() {
+        let adm = Admission::start(2, 4, 1 << 20);
+        let slot = adm.reserve(far(), false).unwrap();
+        let name = adm
+            .run(slot, far(), |_| {
+                std::thread::current().name().map(str::to_owned)
+            })
+            .await
+            .unwrap();
+        assert!(name.unwrap().starts_with("normd-worker-"));
+        assert_eq!(adm.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_contained() {
+        let adm = Admission::start(1, 4, 1 << 20);
+        let slot = adm.reserve(far(), false).unwrap();
+        let r: Result<(), _> = adm.run(slot, far(), |_| panic!("boom")).await;
+        assert_eq!(r, Err(Refusal::Panicked));
+        let slot = adm.reserve(far(), false).unwrap();
+        assert_eq!(adm.run(slot, far(), |_| 7).await, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn the_deadline_answer_does_not_wait_for_the_work() {
+        let adm = Admission::start(1, 4, 1 << 20);
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<bool>();
+        let deadline = Instant::now() + Duration::from_millis(30);
+        let slot = adm.reserve(deadline, false).unwrap();
+        // The work blocks until released, so only the deadline can end the call.
+        let r = adm
+            .run(slot, deadline, move |budget| {
+                let _ = release_rx.recv();
+                let _ = seen_tx.send(budget.should_stop());
+            })
+            .await;
+        assert_eq!(r, Err(Refusal::DeadlineExceeded));
+        release_tx.send(()).unwrap();
+        // The abandoned work observes that it should stop.
+        assert_eq!(seen_rx.recv().unwrap(), true);
+    }
+
+    #[tokio::test]
+    async fn cancelled_queued_work_never_starts() {
+        let adm = Admission::start(1, 4, 1 << 20);
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = adm.reserve(far(), false).unwrap();
+        let adm2 = Arc::clone(&adm);
+        let running = tokio::spawn(async move {
+            adm2.run(blocker, far(), move |_| {
+                let _ = release_rx.recv();
+            })
+            .await
+        });
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&started);
+        let slot = adm.reserve(far(), false).unwrap();
+        let queued = adm.run(slot, far(), move |_| flag.store(true, Ordering::SeqCst));
+        // Poll once so the job is enqueued, then drop it: the client went away.
+        let mut queued = Box::pin(queued);
+        assert!(futures_poll_once(queued.as_mut()).await.is_none());
+        drop(queued);
+        release_tx.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        // A third job runs after the cancelled one was skipped.
+        let slot = adm.reserve(far(), false).unwrap();
+        adm.run(slot, far(), |_| ()).await.unwrap();
+        assert!(!started.load(Ordering::SeqCst));
+    }
+
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
+}

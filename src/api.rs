@@ -1,0 +1,823 @@
+//! The HTTP routes: request → admission → pipeline → response, and the info routes.
+//!
+//! Owns: reading the request (selection, media types, deadline, body caps) and writing
+//! the response (headers, digest, envelope). Thin by design: every decision about work
+//! lives in `admission`, every computation in `pipeline`, every error mapping in `error`.
+//! Never: runs pipeline work here (it goes to the pool), and never reads a body it is
+//! about to refuse.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::admission::Refusal;
+use crate::error::{Code, Problem};
+use crate::health::PROBE_HEADER;
+use crate::pipeline::{self, ContentEncoding, Encoding, Mode, Plan};
+use crate::telemetry;
+use crate::AppState;
+
+/// The four work routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Norm,
+    Normalize,
+    Validate,
+    Compress,
+}
+
+impl Route {
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Norm => "norm",
+            Route::Normalize => "normalize",
+            Route::Validate => "validate",
+            Route::Compress => "compress",
+        }
+    }
+}
+
+/// Label for metrics and logs, from the path alone (bounded cardinality).
+pub fn route_label(path: &str) -> &'static str {
+    match path {
+        "/norm" => "norm",
+        "/normalize" => "normalize",
+        "/validate" => "validate",
+        "/compress" => "compress",
+        "/livez" => "livez",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        "/flags" => "flags",
+        "/schemas" => "schemas",
+        _ => "other",
+    }
+}
+
+/// Wire bytes of the request body, reported by work handlers for logs and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct InBytes(pub usize);
+
+/// Middleware around every route: trace id, `X-Request-Id`, access log, request metrics.
+pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let received = Instant::now();
+    let headers = request.headers();
+    let trace_id = telemetry::trace_id(
+        headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+    );
+    let route = route_label(request.uri().path());
+    let is_probe = headers.get(PROBE_HEADER).is_some();
+    let mut response = next.run(request).await;
+    let took = received.elapsed();
+    let status = response.status().as_u16();
+    let code = response.extensions().get::<Code>().map(|c| c.as_str());
+    let in_bytes = response.extensions().get::<InBytes>().map_or(0, |b| b.0);
+    let out_bytes = http_body::Body::size_hint(response.body())
+        .exact()
+        .unwrap_or(0) as usize;
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    telemetry::request_done(route, status, code.unwrap_or("ok"), took);
+    if !is_probe && !matches!(route, "metrics" | "livez" | "readyz") {
+        telemetry::access_log(
+            state.config.log_sample,
+            &trace_id,
+            route,
+            status,
+            code,
+            in_bytes,
+            out_bytes,
+            took,
+        );
+    }
+    response
+}
+
+pub async fn norm(State(s): State<AppState>, req: Request) -> Response {
+    work(s, Route::Norm, req).await
+}
+pub async fn normalize(State(s): State<AppState>, req: Request) -> Response {
+    work(s, Route::Normalize, req).await
+}
+pub async fn validate(State(s): State<AppState>, req: Request) -> Response {
+    work(s, Route::Validate, req).await
+}
+pub async fn compress(State(s): State<AppState>, req: Request) -> Response {
+    work(s, Route::Compress, req).await
+}
+
+/// Decrements the in-flight gauge however the handler ends (including client gone).
+struct InflightGauge;
+impl InflightGauge {
+    fn enter() -> Self {
+        telemetry::inflight_requests(1.0);
+        InflightGauge
+    }
+}
+impl Drop for InflightGauge {
+    fn drop(&mut self) {
+        telemetry::inflight_requests(-1.0);
+    }
+}
+
+async fn work(state: AppState, route: Route, req: Request) -> Response {
+    let received = Instant::now();
+    let _inflight = InflightGauge::enter();
+    match work_inner(&state, route, req, received).await {
+        Ok(response) => response,
+        Err((problem, in_bytes)) => {
+            if let Some(reason) = rejection_reason(problem.code) {
+                telemetry::rejection(reason);
+            }
+            if problem.code == Code::SchemaViolation {
+                if let Some(s) = problem.extensions.get("schema").and_then(|v| v.as_str()) {
+                    telemetry::schema_failure(s);
+                }
+            }
+            if problem.code == Code::Internal {
+                tracing::error!(route = route.name(), detail = %problem.detail, "internal error");
+            }
+            let mut r = problem.into_response();
+            r.extensions_mut().insert(InBytes(in_bytes));
+            r
+        }
+    }
+}
+
+fn rejection_reason(code: Code) -> Option<&'static str> {
+    match code {
+        Code::Overloaded => Some("overloaded"),
+        Code::DeadlineExceeded => Some("deadline"),
+        Code::MemoryPressure => Some("memory_pressure"),
+        Code::Disabled => Some("disabled"),
+        Code::Draining => Some("draining"),
+        Code::NotReady => Some("not_ready"),
+        _ => None,
+    }
+}
+
+type Failed = (Problem, usize);
+
+fn fail(p: Problem) -> Failed {
+    (p, 0)
+}
+
+async fn work_inner(
+    state: &AppState,
+    route: Route,
+    req: Request,
+    received: Instant,
+) -> Result<Response, Failed> {
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    let is_probe = headers
+        .get(PROBE_HEADER)
+        .is_some_and(|v| v.as_bytes() == state.probe_token.as_bytes());
+
+    // Cheap refusals first: nothing is read, nothing is queued.
+    if !is_probe {
+        if !state.flags.get(route.name()).enabled {
+            return Err(fail(Problem::new(
+                Code::Disabled,
+                format!(
+                    "/{} is disabled by its feature flag; use the in-app path",
+                    route.name()
+                ),
+            )));
+        }
+        if state.health.stopping() {
+            return Err(fail(Problem::new(
+                Code::Draining,
+                "normd is shutting down; use the in-app path",
+            )));
+        }
+        if state.health.memory.shedding() {
+            return Err(fail(Problem::new(
+                Code::MemoryPressure,
+                format!(
+                    "memory usage {} bytes is above the shed watermark; use the in-app path",
+                    state.health.memory.usage()
+                ),
+            )));
+        }
+    }
+
+    let selection = Selection::from_query(parts.uri.query().unwrap_or(""), route).map_err(fail)?;
+    let (plan, deadline_default, schema_name) =
+        resolve_plan(state, route, &selection, headers).map_err(fail)?;
+    let content_encoding = match headers.get(header::CONTENT_ENCODING) {
+        None => ContentEncoding::Identity,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(ContentEncoding::from_header)
+            .ok_or_else(|| {
+                fail(Problem::new(
+                    Code::UnsupportedContentEncoding,
+                    format!(
+                        "Content-Encoding {:?} is not supported (supported: gzip, br, zstd, identity)",
+                        String::from_utf8_lossy(v.as_bytes())
+                    ),
+                ))
+            })?,
+    };
+    let max_body = state.config.max_body_bytes;
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = declared_len {
+        if len > max_body {
+            return Err(fail(
+                Problem::new(
+                    Code::PayloadTooLarge,
+                    format!("body of {len} bytes exceeds the limit of {max_body} bytes"),
+                )
+                .with("limit", max_body),
+            ));
+        }
+    }
+    let deadline = deadline_for(state, headers, deadline_default, received).map_err(fail)?;
+
+    let slot = state
+        .admission
+        .reserve(deadline, is_probe)
+        .map_err(|r| fail(refusal_problem(r)))?;
+    let mut permit = state
+        .admission
+        .reserve_bytes(declared_len.unwrap_or(max_body))
+        .map_err(|r| fail(refusal_problem(r)))?;
+
+    // Read the body under both the size cap and the deadline.
+    let collected =
+        tokio::time::timeout_at(deadline.into(), Limited::new(body, max_body).collect()).await;
+    let raw: Bytes = match collected {
+        Err(_) => return Err(fail(refusal_problem(Refusal::DeadlineExceeded))),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(fail(
+                Problem::new(
+                    Code::PayloadTooLarge,
+                    format!("body exceeds the limit of {max_body} bytes"),
+                )
+                .with("limit", max_body),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(fail(Problem::new(
+                Code::BadParameter,
+                format!("could not read the request body: {e}"),
+            )))
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    let in_bytes = raw.len();
+    let max_decoded = state.config.max_decoded_bytes;
+    let debug_panic = state.config_debug_panic && headers.contains_key("x-normd-debug-panic");
+
+    let (encoding, mode) = (plan.encoding, plan.mode);
+    let outcome = state
+        .admission
+        .run(slot, deadline, move |budget| -> Result<Done, Problem> {
+            if debug_panic {
+                panic!("panic requested by x-normd-debug-panic");
+            }
+            let decoded: std::borrow::Cow<[u8]> = if content_encoding == ContentEncoding::Identity {
+                std::borrow::Cow::Borrowed(raw.as_ref())
+            } else {
+                let d = pipeline::decode(&raw, content_encoding, max_decoded, budget)?;
+                permit.grow(d.len()).map_err(refusal_problem)?;
+                std::borrow::Cow::Owned(d)
+            };
+            let done = match route {
+                Route::Norm => Done::Norm(pipeline::norm(&decoded, &plan, budget)?),
+                Route::Normalize => Done::Normalize(pipeline::normalize(&decoded, &plan, budget)?),
+                Route::Validate => Done::Validate(pipeline::check(&decoded, &plan, budget)?),
+                Route::Compress => Done::Compress(pipeline::compress(&decoded, &plan, budget)?),
+            };
+            drop(permit);
+            Ok(done)
+        })
+        .await;
+    let done = match outcome {
+        Ok(Ok(done)) => done,
+        Ok(Err(problem)) => return Err((problem, in_bytes)),
+        Err(refusal) => return Err((refusal_problem(refusal), in_bytes)),
+    };
+
+    let mut response = match done {
+        Done::Norm(out) => norm_response(
+            encoding,
+            mode,
+            schema_name.as_deref(),
+            in_bytes,
+            out,
+            wants_envelope(headers),
+        ),
+        Done::Normalize(n) => {
+            let ct = match n.mode {
+                Mode::Json => "application/json",
+                Mode::Text => "text/plain; charset=utf-8",
+            };
+            ([(header::CONTENT_TYPE, ct)], n.bytes).into_response()
+        }
+        Done::Validate(violations) => {
+            if !violations.is_empty() {
+                if let Some(s) = &schema_name {
+                    telemetry::schema_failure(s);
+                }
+            }
+            let mut body = json!({"valid": violations.is_empty()});
+            if let Some(s) = &schema_name {
+                body["schema"] = json!(s);
+            }
+            if !violations.is_empty() {
+                body["errors"] = json!(violations);
+            }
+            axum::Json(body).into_response()
+        }
+        Done::Compress(bytes) => {
+            let out_len = bytes.len();
+            let mut r =
+                ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                "x-normd-encoding",
+                HeaderValue::from_static(encoding.name()),
+            );
+            h.insert("x-normd-input-bytes", HeaderValue::from(in_bytes));
+            h.insert("x-normd-output-bytes", HeaderValue::from(out_len));
+            r
+        }
+    };
+    let out_len = http_body::Body::size_hint(response.body())
+        .exact()
+        .unwrap_or(0) as usize;
+    telemetry::bytes(route.name(), in_bytes, out_len);
+    response.extensions_mut().insert(InBytes(in_bytes));
+    Ok(response)
+}
+
+enum Done {
+    Norm(pipeline::NormOutput),
+    Normalize(pipeline::Normalized),
+    Validate(Vec<pipeline::Violation>),
+    Compress(Vec<u8>),
+}
+
+fn wants_envelope(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| {
+            let m = m.split(';').next().unwrap_or("").trim();
+            m.eq_ignore_ascii_case("application/json")
+        })
+}
+
+fn norm_response(
+    enc: Encoding,
+    mode: Mode,
+    schema: Option<&str>,
+    in_bytes: usize,
+    out: pipeline::NormOutput,
+    envelope: bool,
+) -> Response {
+    let digest = format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(out.digest)
+    );
+    let encoding = enc.name();
+    let output_bytes = out.body.len();
+    if enc != Encoding::Identity {
+        telemetry::compression(encoding, out.canonical_bytes, output_bytes);
+    }
+    let mut response = if envelope {
+        let mut doc = json!({
+            "ok": true,
+            "encoding": encoding,
+            "input_bytes": in_bytes,
+            "canonical_bytes": out.canonical_bytes,
+            "output_bytes": output_bytes,
+            "digest": digest,
+            "data": base64::engine::general_purpose::STANDARD.encode(&out.body),
+        });
+        if let Some(s) = schema {
+            doc["schema"] = json!(s);
+        }
+        axum::Json(doc).into_response()
+    } else {
+        let ct = match (enc, mode) {
+            (Encoding::Identity, Mode::Json) => "application/json",
+            (Encoding::Identity, Mode::Text) => "text/plain; charset=utf-8",
+            _ => "application/octet-stream",
+        };
+        ([(header::CONTENT_TYPE, ct)], out.body).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert("x-normd-encoding", HeaderValue::from_static(encoding));
+    h.insert("x-normd-input-bytes", HeaderValue::from(in_bytes));
+    h.insert(
+        "x-normd-canonical-bytes",
+        HeaderValue::from(out.canonical_bytes),
+    );
+    h.insert("x-normd-output-bytes", HeaderValue::from(output_bytes));
+    if let Some(s) = schema.and_then(|s| HeaderValue::from_str(s).ok()) {
+        h.insert("x-normd-schema", s);
+    }
+    if let Ok(d) = HeaderValue::from_str(&digest) {
+        h.insert("x-normd-digest", d);
+    }
+    response
+}
+
+/// Maps an admission refusal to its problem (the one place that does).
+fn refusal_problem(r: Refusal) -> Problem {
+    match r {
+        Refusal::Overloaded(why) => {
+            Problem::new(Code::Overloaded, format!("{why}; use the in-app path"))
+        }
+        Refusal::DeadlineExceeded => Problem::new(
+            Code::DeadlineExceeded,
+            "the call's budget ran out before its work finished",
+        ),
+        Refusal::Panicked => {
+            Problem::new(Code::Internal, "the work for this call failed unexpectedly")
+        }
+    }
+}
+
+/// `?profile=&schema=&encoding=&level=` as given.
+#[derive(Debug, Default)]
+struct Selection {
+    profile: Option<String>,
+    schema: Option<String>,
+    encoding: Option<String>,
+    level: Option<String>,
+}
+
+impl Selection {
+    fn from_query(query: &str, route: Route) -> Result<Self, Problem> {
+        let mut s = Selection::default();
+        for (k, v) in form_urlencoded_pairs(query) {
+            let slot = match k.as_str() {
+                "profile" => &mut s.profile,
+                "schema" => &mut s.schema,
+                "encoding" => &mut s.encoding,
+                "level" => &mut s.level,
+                other => {
+                    return Err(Problem::new(
+                        Code::BadParameter,
+                        format!(
+                            "unknown query parameter {other:?} on /{} (known: profile, schema, encoding, level)",
+                            route.name()
+                        ),
+                    ))
+                }
+            };
+            *slot = Some(v);
+        }
+        Ok(s)
+    }
+}
+
+/// Minimal `application/x-www-form-urlencoded` decoding of a query string.
+fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Builds the pipeline plan from the profile, the query overrides and the media type.
+fn resolve_plan(
+    state: &AppState,
+    route: Route,
+    sel: &Selection,
+    headers: &HeaderMap,
+) -> Result<(Plan, Duration, Option<String>), Problem> {
+    let profile = match &sel.profile {
+        None => None,
+        Some(name) => Some(state.config.profiles.get(name).ok_or_else(|| {
+            Problem::unknown_name(
+                Code::UnknownProfile,
+                "profile",
+                name,
+                state.config.profiles.keys().cloned().collect(),
+            )
+        })?),
+    };
+    let defaults = crate::config::Profile::default();
+    let p = profile.unwrap_or(&defaults);
+
+    let encoding = match &sel.encoding {
+        None => p.encoding,
+        Some(e) => Encoding::parse(e).ok_or_else(|| {
+            Problem::unknown_name(
+                Code::UnknownEncoding,
+                "encoding",
+                e,
+                Encoding::ALL.iter().map(|e| e.name().to_owned()).collect(),
+            )
+        })?,
+    };
+    let level = match &sel.level {
+        Some(l) => {
+            let (lo, hi) = encoding.level_range();
+            let n: i32 = l.trim().parse().map_err(|_| {
+                Problem::new(Code::BadParameter, format!("level {l:?} is not an integer"))
+            })?;
+            if n < lo || n > hi {
+                return Err(Problem::new(
+                    Code::BadParameter,
+                    format!(
+                        "level {n} is out of range {lo}..={hi} for {}",
+                        encoding.name()
+                    ),
+                )
+                .with("min", lo)
+                .with("max", hi));
+            }
+            n
+        }
+        // A profile's level belongs to the profile's encoding; a query that changes the
+        // encoding gets that encoding's default level.
+        None if sel.encoding.is_some() && encoding != p.encoding => encoding.default_level(),
+        None => p.level,
+    };
+
+    let schema_name = sel.schema.clone().or_else(|| p.schema.clone());
+    let schema = match &schema_name {
+        None => None,
+        Some(name) => {
+            let set = state.schemas();
+            Some(set.get(name).ok_or_else(|| {
+                Problem::unknown_name(Code::UnknownSchema, "schema", name, set.names())
+            })?)
+        }
+    };
+
+    let mode = if route == Route::Compress {
+        Mode::Json // unused: /compress takes any bytes
+    } else {
+        media_mode(headers)?
+    };
+    if mode == Mode::Text && schema.is_some() {
+        return Err(Problem::new(
+            Code::UnsupportedMediaType,
+            "schema validation needs a JSON body (Content-Type: application/json)",
+        ));
+    }
+    if mode == Mode::Text && route == Route::Validate {
+        return Err(Problem::new(
+            Code::UnsupportedMediaType,
+            "/validate takes JSON (Content-Type: application/json)",
+        ));
+    }
+
+    let plan = Plan {
+        mode,
+        parse: pipeline::ParseOptions {
+            max_depth: state.config.max_depth,
+            numbers: p.numbers,
+        },
+        json_rules: p.json_rules.clone(),
+        text_rules: p.text_rules,
+        schema,
+        encoding,
+        level,
+        max_errors: state.config.max_errors,
+    };
+    let deadline = p.deadline.unwrap_or(state.config.default_deadline);
+    let validated = plan.schema.as_ref().map(|s| s.name.clone());
+    Ok((plan, deadline, validated))
+}
+
+/// JSON for `application/json`, `*/*+json` or no Content-Type; text for `text/plain`.
+fn media_mode(headers: &HeaderMap) -> Result<Mode, Problem> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(Mode::Json);
+    };
+    let text = ct.to_str().unwrap_or("");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || (essence.contains('/') && essence.ends_with("+json")) {
+        Ok(Mode::Json)
+    } else if essence == "text/plain" {
+        Ok(Mode::Text)
+    } else {
+        Err(Problem::new(
+            Code::UnsupportedMediaType,
+            format!(
+                "Content-Type {text:?} is not supported (use application/json, */*+json or text/plain)"
+            ),
+        ))
+    }
+}
+
+/// `X-Deadline-Ms` (relative to receipt), else the profile/route default, capped.
+fn deadline_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    default: Duration,
+    received: Instant,
+) -> Result<Instant, Problem> {
+    let budget = match headers.get("x-deadline-ms") {
+        None => default,
+        Some(v) => {
+            let text = v.to_str().unwrap_or("").trim();
+            match text.parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(Problem::new(
+                        Code::BadParameter,
+                        format!(
+                            "X-Deadline-Ms {text:?} must be a positive integer of milliseconds"
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    Ok(received + budget.min(state.config.max_deadline))
+}
+
+// ---------------------------------------------------------------------------------
+// Info routes: never queued, never shed.
+
+pub async fn livez() -> Response {
+    axum::Json(json!({"status": "alive"})).into_response()
+}
+
+pub async fn readyz(State(state): State<AppState>, req: Request) -> Response {
+    let exclude: Vec<String> = form_urlencoded_pairs(req.uri().query().unwrap_or(""))
+        .into_iter()
+        .filter(|(k, _)| k == "exclude")
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Some(bad) = exclude
+        .iter()
+        .find(|e| !crate::health::CHECKS.contains(&e.as_str()))
+    {
+        return Problem::new(
+            Code::BadParameter,
+            format!(
+                "unknown check {bad:?} in exclude (checks: {})",
+                crate::health::CHECKS.join(", ")
+            ),
+        )
+        .into_response();
+    }
+    let exclude: Vec<&str> = exclude.iter().map(String::as_str).collect();
+    let (ready, body) = state.health.readyz(&exclude);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut r = (status, axum::Json(body)).into_response();
+    if !ready {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+pub async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry::render(),
+    )
+        .into_response()
+}
+
+pub async fn flags(State(state): State<AppState>) -> Response {
+    let snap = state.flags.snapshot();
+    axum::Json(json!({
+        "version": snap.version,
+        "mtime": snap.mtime,
+        "source": snap.source,
+        "flags": snap.flags,
+        "last_error": snap.last_error,
+    }))
+    .into_response()
+}
+
+pub async fn schemas(State(state): State<AppState>) -> Response {
+    let set = state.schemas();
+    let list: Vec<_> = set
+        .iter()
+        .map(|s| json!({"name": s.name, "id": s.id, "sha256": s.sha256, "path": s.path}))
+        .collect();
+    axum::Json(json!({
+        "dir": set.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "embedded".into()),
+        "schemas": list,
+    }))
+    .into_response()
+}
+
+pub async fn not_found(req: Request) -> Response {
+    Problem::new(
+        Code::NotFound,
+        format!("no route {} {}", req.method(), req.uri().path()),
+    )
+    .into_response()
+}
+
+pub async fn method_not_allowed(req: Request) -> Response {
+    Problem::new(
+        Code::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let pairs = form_urlencoded_pairs("profile=a%20b&level=5&x+y=1&bad=%zz");
+        assert_eq!(pairs[0], ("profile".into(), "a b".into()));
+        assert_eq!(pairs[1], ("level".into(), "5".into()));
+        assert_eq!(pairs[2], ("x y".into(), "1".into()));
+        assert_eq!(pairs[3], ("bad".into(), "%zz".into()));
+    }
+
+    #[test]
+    fn media_types() {
+        let mut h = HeaderMap::new();
+        assert_eq!(media_mode(&h).unwrap(), Mode::Json);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.order+json; charset=utf-8"),
+        );
+        assert_eq!(media_mode(&h).unwrap(), Mode::Json);
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert_eq!(media_mode(&h).unwrap(), Mode::Text);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
+        assert_eq!(media_mode(&h).unwrap_err().code, Code::UnsupportedMediaType);
+    }
+
+    #[test]
+    fn accept_json_asks_for_the_envelope() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_envelope(&h));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html, application/json;q=0.9"),
+        );
+        assert!(wants_envelope(&h));
+    }
+}

@@ -1,0 +1,326 @@
+//! The one problem type (RFC 9457) and the one map from failure to status and `code`.
+//!
+//! Owns: every error answer normd gives, so a code's status, title and metric label are
+//! defined exactly once. Never: leaks internal causes into the public body; those go to
+//! the log, the body says what the caller can act on.
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::pipeline::{CanonError, DecodeError, PipelineError};
+
+/// Stable machine-readable codes of the contract (SPEC §2 Errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    InvalidJson,
+    InvalidUtf8,
+    DuplicateKey,
+    TooDeep,
+    UnknownProfile,
+    UnknownSchema,
+    UnknownEncoding,
+    BadParameter,
+    BadContentEncoding,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    DecodedTooLarge,
+    UnsupportedMediaType,
+    UnsupportedContentEncoding,
+    SchemaViolation,
+    NumberPrecision,
+    Overloaded,
+    NotReady,
+    Draining,
+    MemoryPressure,
+    Disabled,
+    DeadlineExceeded,
+    Internal,
+}
+
+impl Code {
+    pub const ALL: [Code; 24] = [
+        Code::InvalidJson,
+        Code::InvalidUtf8,
+        Code::DuplicateKey,
+        Code::TooDeep,
+        Code::UnknownProfile,
+        Code::UnknownSchema,
+        Code::UnknownEncoding,
+        Code::BadParameter,
+        Code::BadContentEncoding,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::PayloadTooLarge,
+        Code::DecodedTooLarge,
+        Code::UnsupportedMediaType,
+        Code::UnsupportedContentEncoding,
+        Code::SchemaViolation,
+        Code::NumberPrecision,
+        Code::Overloaded,
+        Code::NotReady,
+        Code::Draining,
+        Code::MemoryPressure,
+        Code::Disabled,
+        Code::DeadlineExceeded,
+        Code::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidJson => "invalid_json",
+            Code::InvalidUtf8 => "invalid_utf8",
+            Code::DuplicateKey => "duplicate_key",
+            Code::TooDeep => "too_deep",
+            Code::UnknownProfile => "unknown_profile",
+            Code::UnknownSchema => "unknown_schema",
+            Code::UnknownEncoding => "unknown_encoding",
+            Code::BadParameter => "bad_parameter",
+            Code::BadContentEncoding => "bad_content_encoding",
+            Code::NotFound => "not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::DecodedTooLarge => "decoded_too_large",
+            Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::UnsupportedContentEncoding => "unsupported_content_encoding",
+            Code::SchemaViolation => "schema_violation",
+            Code::NumberPrecision => "number_precision",
+            Code::Overloaded => "overloaded",
+            Code::NotReady => "not_ready",
+            Code::Draining => "draining",
+            Code::MemoryPressure => "memory_pressure",
+            Code::Disabled => "disabled",
+            Code::DeadlineExceeded => "deadline_exceeded",
+            Code::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        use Code::*;
+        match self {
+            InvalidJson | InvalidUtf8 | DuplicateKey | TooDeep | UnknownProfile | UnknownSchema
+            | UnknownEncoding | BadParameter | BadContentEncoding => StatusCode::BAD_REQUEST,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            PayloadTooLarge | DecodedTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType | UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            SchemaViolation | NumberPrecision => StatusCode::UNPROCESSABLE_ENTITY,
+            Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            NotReady | Draining | MemoryPressure | Disabled => StatusCode::SERVICE_UNAVAILABLE,
+            DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        use Code::*;
+        match self {
+            InvalidJson => "Body is not valid JSON",
+            InvalidUtf8 => "Body is not valid UTF-8",
+            DuplicateKey => "Duplicate member name",
+            TooDeep => "Document nested too deeply",
+            UnknownProfile => "Unknown profile",
+            UnknownSchema => "Unknown schema",
+            UnknownEncoding => "Unknown encoding",
+            BadParameter => "Bad parameter",
+            BadContentEncoding => "Body does not decode with its Content-Encoding",
+            NotFound => "Not found",
+            MethodNotAllowed => "Method not allowed",
+            PayloadTooLarge => "Payload too large",
+            DecodedTooLarge => "Decoded payload too large",
+            UnsupportedMediaType => "Unsupported media type",
+            UnsupportedContentEncoding => "Unsupported content encoding",
+            SchemaViolation => "Document violates its schema",
+            NumberPrecision => "Number would lose precision",
+            Overloaded => "Overloaded, use the in-app path",
+            NotReady => "Not ready",
+            Draining => "Shutting down, use the in-app path",
+            MemoryPressure => "Under memory pressure, use the in-app path",
+            Disabled => "Endpoint disabled by feature flag",
+            DeadlineExceeded => "Deadline exceeded",
+            Internal => "Internal error",
+        }
+    }
+
+    /// Retry-After seconds for the codes that tell the app to come back later.
+    fn retry_after(self) -> Option<u32> {
+        match self {
+            Code::Overloaded | Code::MemoryPressure | Code::NotReady => Some(1),
+            Code::Draining | Code::Disabled => Some(5),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An RFC 9457 problem: `{type, title, status, detail, code, ...extensions}`.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub code: Code,
+    pub detail: String,
+    pub extensions: Map<String, Value>,
+}
+
+impl Problem {
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            extensions: Map::new(),
+        }
+    }
+
+    /// Adds a member next to the standard ones (e.g. `errors`, `known`, `pointer`).
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    pub fn body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert(
+            "type".into(),
+            json!(format!("urn:normd:problem:{}", self.code)),
+        );
+        body.insert("title".into(), json!(self.code.title()));
+        body.insert("status".into(), json!(self.code.status().as_u16()));
+        body.insert("detail".into(), json!(self.detail));
+        body.insert("code".into(), json!(self.code.as_str()));
+        for (k, v) in &self.extensions {
+            body.insert(k.clone(), v.clone());
+        }
+        Value::Object(body)
+    }
+
+    pub fn unknown_name(code: Code, what: &str, name: &str, known: Vec<String>) -> Self {
+        Problem::new(
+            code,
+            format!("unknown {what} {name:?}; known: {}", known.join(", ")),
+        )
+        .with("known", known)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut response = (self.code.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.code.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response.extensions_mut().insert(self.code);
+        response
+    }
+}
+
+impl From<PipelineError> for Problem {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Decode(DecodeError::TooLarge { limit }) => Problem::new(
+                Code::DecodedTooLarge,
+                format!("the decoded body exceeds the limit of {limit} bytes"),
+            )
+            .with("limit", limit),
+            PipelineError::Decode(e @ DecodeError::Corrupt { .. }) => {
+                Problem::new(Code::BadContentEncoding, e.to_string())
+            }
+            PipelineError::Canon(c) => canon_problem(c),
+            PipelineError::TextNotUtf8(offset) => Problem::new(
+                Code::InvalidUtf8,
+                format!("text body is not UTF-8 at byte {offset}"),
+            )
+            .with("offset", offset),
+            PipelineError::SchemaViolation { schema, violations } => Problem::new(
+                Code::SchemaViolation,
+                format!(
+                    "document violates schema {schema:?} ({} error{} shown)",
+                    violations.len(),
+                    if violations.len() == 1 { "" } else { "s" }
+                ),
+            )
+            .with("schema", schema)
+            .with(
+                "errors",
+                serde_json::to_value(violations).unwrap_or(Value::Null),
+            ),
+            PipelineError::Stopped => Problem::new(
+                Code::DeadlineExceeded,
+                "the deadline passed before the work finished",
+            ),
+        }
+    }
+}
+
+fn canon_problem(e: CanonError) -> Problem {
+    let detail = e.to_string();
+    match e {
+        CanonError::InvalidUtf8 { offset } => {
+            Problem::new(Code::InvalidUtf8, detail).with("offset", offset)
+        }
+        CanonError::LoneSurrogate { line, column } => Problem::new(Code::InvalidUtf8, detail)
+            .with("line", line)
+            .with("column", column),
+        CanonError::InvalidJson { line, column, .. } => Problem::new(Code::InvalidJson, detail)
+            .with("line", line)
+            .with("column", column),
+        CanonError::DuplicateKey { pointer, key } => Problem::new(Code::DuplicateKey, detail)
+            .with("pointer", pointer)
+            .with("key", key),
+        CanonError::TooDeep { limit } => Problem::new(Code::TooDeep, detail).with("limit", limit),
+        CanonError::NumberPrecision {
+            pointer,
+            input,
+            canonical,
+        } => Problem::new(Code::NumberPrecision, detail)
+            .with("pointer", pointer)
+            .with("input", input)
+            .with("canonical", canonical),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_distinct_name_and_a_4xx_or_5xx_status() {
+        let mut names: Vec<_> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Code::ALL.len());
+        for c in Code::ALL {
+            assert!(c.status().is_client_error() || c.status().is_server_error());
+        }
+    }
+
+    #[test]
+    fn problem_body_has_the_rfc9457_members() {
+        let p = Problem::new(Code::Overloaded, "queue full").with("queue", 3);
+        let b = p.body();
+        assert_eq!(b["type"], "urn:normd:problem:overloaded");
+        assert_eq!(b["status"], 429);
+        assert_eq!(b["code"], "overloaded");
+        assert_eq!(b["queue"], 3);
+        let r = p.into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+}

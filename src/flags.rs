@@ -1,0 +1,402 @@
+//! Per-endpoint feature flags: `{enabled, rollout_percent}` for norm, normalize,
+//! validate and compress, read from a JSON or YAML file and re-read when it changes.
+//!
+//! Owns: the flags file format, the last good flag set, and the atomic edit behind
+//! `normd flags set`. Polls rather than watches: Kubernetes updates a mounted ConfigMap
+//! by swapping a `..data` symlink, which inotify on the file itself never reports, while
+//! a content hash every poll period always sees it, and costs one small read.
+//! Never: drops the last good flags for a file that does not parse.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::telemetry;
+
+/// The endpoints that have a flag.
+pub const ENDPOINTS: [&str; 4] = ["norm", "normalize", "validate", "compress"];
+
+/// One endpoint's flag. Missing file or missing endpoint: enabled, rollout 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flag {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "hundred")]
+    pub rollout_percent: u8,
+}
+
+fn yes() -> bool {
+    true
+}
+fn hundred() -> u8 {
+    100
+}
+
+impl Default for Flag {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rollout_percent: 100,
+        }
+    }
+}
+
+/// A parsed flags file, with where it came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// `sha256:` + 16 hex digits of the file's bytes, or `default` without a file.
+    pub version: String,
+    /// The file's modification time (RFC 3339), through symlinks.
+    pub mtime: Option<String>,
+    pub source: Option<String>,
+    pub flags: BTreeMap<String, Flag>,
+    /// Why the newest file content was refused, while the last good flags stay in force.
+    pub last_error: Option<String>,
+}
+
+impl Snapshot {
+    fn defaults(source: Option<&Path>) -> Self {
+        Self {
+            version: "default".into(),
+            mtime: None,
+            source: source.map(|p| p.display().to_string()),
+            flags: ENDPOINTS
+                .iter()
+                .map(|e| ((*e).to_owned(), Flag::default()))
+                .collect(),
+            last_error: None,
+        }
+    }
+
+    pub fn get(&self, endpoint: &str) -> Flag {
+        self.flags.get(endpoint).copied().unwrap_or_default()
+    }
+}
+
+/// The live flags, shared by the handlers and the poller.
+#[derive(Debug)]
+pub struct Flags {
+    path: Option<PathBuf>,
+    current: RwLock<Arc<Snapshot>>,
+    /// Hash of the last content looked at, good or bad, so a bad file is logged once.
+    seen: RwLock<Option<String>>,
+}
+
+impl Flags {
+    /// Without a file: all enabled at 100 %.
+    pub fn defaults() -> Self {
+        Self {
+            path: None,
+            current: RwLock::new(Arc::new(Snapshot::defaults(None))),
+            seen: RwLock::new(None),
+        }
+    }
+
+    /// Loads `path` at startup. A file that exists but does not parse is an error (the
+    /// operator meant something); a file that does not exist yet means defaults until
+    /// it appears (a ConfigMap may be created after the pod).
+    pub fn load(path: Option<PathBuf>) -> Result<Self, String> {
+        let Some(path) = path else {
+            return Ok(Self::defaults());
+        };
+        let flags = Self {
+            current: RwLock::new(Arc::new(Snapshot::defaults(Some(&path)))),
+            path: Some(path.clone()),
+            seen: RwLock::new(None),
+        };
+        if path.exists() {
+            let snap = read_snapshot(&path)?;
+            *flags.seen.write().unwrap_or_else(|e| e.into_inner()) = Some(snap.version.clone());
+            flags.publish(snap);
+        } else {
+            tracing::warn!(path = %path.display(), "flags file not found; all endpoints enabled until it appears");
+        }
+        Ok(flags)
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn get(&self, endpoint: &str) -> Flag {
+        self.snapshot().get(endpoint)
+    }
+
+    fn publish(&self, snap: Snapshot) {
+        for e in ENDPOINTS {
+            let f = snap.get(e);
+            telemetry::flag_state(e, f.enabled, f.rollout_percent);
+        }
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+    }
+
+    /// Re-reads the file if its content changed. Returns true when new flags took effect.
+    pub fn poll(&self) -> bool {
+        let Some(path) = &self.path else {
+            return false;
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "flags file unreadable; keeping last good flags");
+                return false;
+            }
+        };
+        let version = version_of(&bytes);
+        {
+            let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+            if seen.as_deref() == Some(version.as_str()) {
+                return false;
+            }
+        }
+        *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Some(version.clone());
+        match parse(path, &bytes) {
+            Ok(flags) => {
+                let snap = Snapshot {
+                    version,
+                    mtime: mtime_of(path),
+                    source: Some(path.display().to_string()),
+                    flags,
+                    last_error: None,
+                };
+                tracing::info!(path = %path.display(), version = %snap.version, "flags reloaded");
+                telemetry::flag_reload(true);
+                self.publish(snap);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "invalid flags file; keeping last good flags");
+                telemetry::flag_reload(false);
+                let mut snap = (*self.snapshot()).clone();
+                snap.last_error = Some(e);
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+                false
+            }
+        }
+    }
+}
+
+fn version_of(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    let mut s = String::from("sha256:");
+    for b in &d[..8] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn mtime_of(path: &Path) -> Option<String> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    time::OffsetDateTime::from(modified)
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+fn read_snapshot(path: &Path) -> Result<Snapshot, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("flags {}: {e}", path.display()))?;
+    let flags = parse(path, &bytes)?;
+    Ok(Snapshot {
+        version: version_of(&bytes),
+        mtime: mtime_of(path),
+        source: Some(path.display().to_string()),
+        flags,
+        last_error: None,
+    })
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("yml")
+    )
+}
+
+/// Parses a flags document. Unknown endpoints and fields are errors: a typo must not
+/// silently leave an endpoint at 100 %.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Flag>, String> {
+    let raw: BTreeMap<String, Flag> = if is_yaml(path) {
+        serde_norway::from_slice(bytes).map_err(|e| format!("flags {}: {e}", path.display()))?
+    } else if bytes.iter().all(u8::is_ascii_whitespace) {
+        BTreeMap::new()
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| format!("flags {}: {e}", path.display()))?
+    };
+    let mut flags: BTreeMap<String, Flag> = ENDPOINTS
+        .iter()
+        .map(|e| ((*e).to_owned(), Flag::default()))
+        .collect();
+    for (name, flag) in raw {
+        if !ENDPOINTS.contains(&name.as_str()) {
+            return Err(format!(
+                "flags {}: unknown endpoint {name:?} (known: {})",
+                path.display(),
+                ENDPOINTS.join(", ")
+            ));
+        }
+        if flag.rollout_percent > 100 {
+            return Err(format!(
+                "flags {}: {name}.rollout_percent {} is above 100",
+                path.display(),
+                flag.rollout_percent
+            ));
+        }
+        flags.insert(name, flag);
+    }
+    Ok(flags)
+}
+
+/// Validates a flags file for `normd check`.
+pub fn check_file(path: &Path) -> Result<(), String> {
+    read_snapshot(path).map(|_| ())
+}
+
+/// `normd flags get`: the effective flags as JSON.
+pub fn get_command(path: &Path) -> Result<String, String> {
+    let snap = if path.exists() {
+        read_snapshot(path)?
+    } else {
+        Snapshot::defaults(Some(path))
+    };
+    serde_json::to_string_pretty(&snap).map_err(|e| e.to_string())
+}
+
+/// `normd flags set a.b=v ...`: edits the file atomically (temp file in the same dir,
+/// fsync, rename), so the poller never reads a half-written file.
+pub fn set_command(path: &Path, assignments: &[String]) -> Result<String, String> {
+    let mut flags = if path.exists() {
+        let bytes = std::fs::read(path).map_err(|e| format!("flags {}: {e}", path.display()))?;
+        parse(path, &bytes)?
+    } else {
+        parse(path, b"")?
+    };
+    for a in assignments {
+        let (key, value) = a.split_once('=').ok_or_else(|| {
+            format!("{a:?}: expected ENDPOINT.FIELD=VALUE, e.g. norm.rollout_percent=25")
+        })?;
+        let (endpoint, field) = key.trim().split_once('.').ok_or_else(|| {
+            format!("{key:?}: expected ENDPOINT.FIELD (fields: enabled, rollout_percent)")
+        })?;
+        let flag = flags.get_mut(endpoint).ok_or_else(|| {
+            format!(
+                "unknown endpoint {endpoint:?} (known: {})",
+                ENDPOINTS.join(", ")
+            )
+        })?;
+        let value = value.trim();
+        match field {
+            "enabled" => {
+                flag.enabled = value
+                    .parse()
+                    .map_err(|_| format!("{key}={value}: expected true or false"))?
+            }
+            "rollout_percent" => {
+                flag.rollout_percent = value
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| format!("{key}={value}: expected an integer 0..=100"))?
+            }
+            other => {
+                return Err(format!(
+                    "unknown field {other:?} (fields: enabled, rollout_percent)"
+                ))
+            }
+        }
+    }
+    let mut text = if is_yaml(path) {
+        serde_norway::to_string(&flags).map_err(|e| e.to_string())?
+    } else {
+        serde_json::to_string_pretty(&flags).map_err(|e| e.to_string())?
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    write_atomically(path, text.as_bytes())
+        .map_err(|e| format!("flags {}: cannot write: {e}", path.display()))?;
+    Ok(text)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "flags".into());
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_endpoints_default_to_enabled_100() {
+        let f = parse(
+            Path::new("f.json"),
+            br#"{"norm":{"enabled":true,"rollout_percent":5}}"#,
+        )
+        .unwrap();
+        assert_eq!(f["norm"].rollout_percent, 5);
+        assert_eq!(f["compress"], Flag::default());
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        assert!(parse(Path::new("f.json"), br#"{"nrom":{}}"#).is_err());
+        assert!(parse(Path::new("f.json"), br#"{"norm":{"enable":false}}"#).is_err());
+        assert!(parse(Path::new("f.json"), br#"{"norm":{"rollout_percent":101}}"#).is_err());
+        assert!(parse(Path::new("f.yaml"), b"norm:\n  enabled: nope\n").is_err());
+    }
+
+    #[test]
+    fn yaml_is_accepted() {
+        let f = parse(Path::new("f.yaml"), b"validate:\n  enabled: false\n").unwrap();
+        assert!(!f["validate"].enabled);
+    }
+
+    #[test]
+    fn set_edits_atomically_and_poll_sees_it_while_bad_files_keep_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        set_command(&path, &["norm.rollout_percent=25".into()]).unwrap();
+        let flags = Flags::load(Some(path.clone())).unwrap();
+        assert_eq!(flags.get("norm").rollout_percent, 25);
+        set_command(&path, &["norm.enabled=false".into()]).unwrap();
+        assert!(flags.poll());
+        assert!(!flags.get("norm").enabled);
+        assert_eq!(flags.get("norm").rollout_percent, 25);
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(!flags.poll());
+        assert!(!flags.get("norm").enabled, "last good flags kept");
+        assert!(flags.snapshot().last_error.is_some());
+        assert!(set_command(&path, &["norm.rollout_percent=200".into()]).is_err());
+        // No temp files left behind.
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+}

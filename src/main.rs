@@ -1,0 +1,216 @@
+//! `normd` entry point: parse the command line, run the subcommand. Nothing else.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use normd::client::{self, Target};
+use normd::config::{self, Cli, Command, Config, FlagsAction, ProbeArgs, ServeArgs};
+
+/// sysexits' EX_USAGE / EX_CONFIG: the operator must fix something before a retry helps.
+const EXIT_CONFIG: u8 = 78;
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(*args),
+        Command::Check(args) => check(*args),
+        Command::Flags(args) => {
+            let Some(path) = args.flags else {
+                eprintln!("normd flags: --flags FILE (or NORMD_FLAGS) is required");
+                return ExitCode::from(EXIT_USAGE);
+            };
+            let result = match &args.action {
+                FlagsAction::Get => normd::flags::get_command(&path),
+                FlagsAction::Set { assignments } => normd::flags::set_command(&path, assignments),
+            };
+            match result {
+                Ok(text) => {
+                    println!("{}", text.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("normd flags: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Probe(args) => probe(args),
+    }
+}
+
+fn runtime(io_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(io_threads)
+        .thread_name("normd-io")
+        .enable_all()
+        .build()
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(errors) => return report("config", &errors, EXIT_USAGE),
+    };
+    let _log = normd::telemetry::init_logging(&config.log_level);
+    normd::telemetry::install_metrics();
+    // HTTP parsing is light next to the pipeline; one I/O thread per two workers keeps
+    // the sidecar's footprint small while the pool does the CPU work.
+    let io_threads = config.workers.div_ceil(2).clamp(1, 4);
+    let rt = match runtime(io_threads) {
+        Ok(rt) => rt,
+        Err(e) => return report("runtime", &[e.to_string()], 1),
+    };
+    rt.block_on(async move {
+        let started = std::time::Instant::now();
+        let state = match normd::AppState::new(config.clone()) {
+            Ok(s) => s,
+            Err(errors) => return report("startup", &errors, EXIT_CONFIG),
+        };
+        let listeners = match normd::server::bind(&config) {
+            Ok(l) => l,
+            Err(e) => return report("listen", &[e], 1),
+        };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            socket = %config.socket.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "off".into()),
+            listen = %config.listen.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            schemas = state.schemas().len(),
+            workers = config.workers,
+            max_queue = config.max_queue,
+            memory_limit = state.health.memory.limit().unwrap_or(0),
+            startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "normd serving"
+        );
+        match normd::server::run(Arc::new(config), state, listeners, normd::shutdown::signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report("serve", &[e], 1),
+        }
+    })
+}
+
+fn report(stage: &str, errors: &[String], code: u8) -> ExitCode {
+    for e in errors {
+        eprintln!("normd {stage}: {e}");
+    }
+    ExitCode::from(code)
+}
+
+/// Validates exactly what `serve` would load, without binding anything.
+fn check(args: ServeArgs) -> ExitCode {
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(errors) => return report("check", &errors, 1),
+    };
+    let mut errors = Vec::new();
+    match normd::load_schemas(&config) {
+        Ok(set) => {
+            if let Err(mut e) = normd::check_profiles(&config, &set) {
+                errors.append(&mut e);
+            } else {
+                println!(
+                    "schemas: {} loaded from {}",
+                    set.len(),
+                    match &config.schemas {
+                        config::SchemaSource::Dir(d) => d.display().to_string(),
+                        config::SchemaSource::Embedded => "the binary (embedded)".into(),
+                    }
+                );
+            }
+        }
+        Err(mut e) => errors.append(&mut e),
+    }
+    if let Some(path) = &config.flags {
+        if path.exists() {
+            match normd::flags::check_file(path) {
+                Ok(()) => println!("flags: {} ok", path.display()),
+                Err(e) => errors.push(e),
+            }
+        } else {
+            println!(
+                "flags: {} does not exist yet (all endpoints enabled until it does)",
+                path.display()
+            );
+        }
+    }
+    println!("profiles: {}", config.profiles.len());
+    if errors.is_empty() {
+        println!("ok");
+        ExitCode::SUCCESS
+    } else {
+        report("check", &errors, 1)
+    }
+}
+
+/// One readiness (or liveness) check; exit 0 only if every given transport says yes.
+fn probe(args: ProbeArgs) -> ExitCode {
+    let mut targets = Vec::new();
+    match (&args.socket, &args.tcp) {
+        (Some(s), _) if !s.is_empty() => targets.push(Target::Unix(s.into())),
+        (None, None) => targets.push(Target::Unix(config::default_socket_path())),
+        _ => {}
+    }
+    if let Some(addr) = &args.tcp {
+        match addr.parse() {
+            Ok(a) => targets.push(Target::Tcp(a)),
+            Err(_) => {
+                eprintln!("normd probe: --tcp {addr:?}: expected IP:PORT");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    if targets.is_empty() {
+        eprintln!("normd probe: nothing to probe (give --socket PATH and/or --tcp ADDR)");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let path = if args.live {
+        "/livez".to_owned()
+    } else if args.exclude.is_empty() {
+        "/readyz".to_owned()
+    } else {
+        format!("/readyz?exclude={}", args.exclude.join(","))
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report("probe", &[e.to_string()], 1),
+    };
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let ok = rt.block_on(async {
+        let mut all_ok = true;
+        for target in &targets {
+            match client::send(
+                target,
+                http::Method::GET,
+                &path,
+                &[],
+                bytes::Bytes::new(),
+                timeout,
+            )
+            .await
+            {
+                Ok(r) => {
+                    let body = String::from_utf8_lossy(&r.body);
+                    println!("{target} {path}: {} {}", r.status.as_u16(), body.trim());
+                    all_ok &= r.status.is_success();
+                }
+                Err(e) => {
+                    println!("{target} {path}: unreachable: {e}");
+                    all_ok = false;
+                }
+            }
+        }
+        all_ok
+    });
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,455 @@
+//! The two listeners and the serving loop: socket file hygiene and permissions, the
+//! loopback rule, connection limits, header-read and idle timeouts, and the background
+//! tasks (memory sampler, self-probe, flags poller, schema reload).
+//!
+//! Owns: everything between `accept` and the router. A connection permit is taken
+//! before `accept`, so past `--max-connections` new clients wait in the kernel backlog
+//! instead of costing memory here.
+//! Never: steals a live socket (another normd answering on the path is an error) and
+//! never leaves the socket with default permissions: mode and group are applied right
+//! after bind, and failure to do so fails startup.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{watch, Semaphore};
+
+use crate::client::Target;
+use crate::config::Config;
+use crate::health;
+use crate::shutdown;
+use crate::telemetry;
+use crate::AppState;
+
+/// Bound listeners, before serving.
+pub struct Listeners {
+    pub unix: Option<(UnixListener, PathBuf)>,
+    pub tcp: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Self-probe targets for the listeners that are on.
+    pub fn targets(&self) -> Vec<(&'static str, Target)> {
+        let mut t = Vec::new();
+        if let Some((_, path)) = &self.unix {
+            t.push(("unix", Target::Unix(path.clone())));
+        }
+        if let Some(addr) = self.tcp.as_ref().and_then(|l| l.local_addr().ok()) {
+            t.push(("tcp", Target::Tcp(addr)));
+        }
+        t
+    }
+}
+
+/// Binds both listeners as configured. Must run inside the tokio runtime.
+pub fn bind(cfg: &Config) -> Result<Listeners, String> {
+    let unix = match &cfg.socket {
+        None => None,
+        Some(path) => Some((
+            bind_unix(path, cfg.socket_mode, cfg.socket_group.as_deref())?,
+            path.clone(),
+        )),
+    };
+    let tcp = match cfg.listen {
+        None => None,
+        Some(addr) => {
+            let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                if e.kind() == io::ErrorKind::AddrInUse {
+                    format!("--listen {addr}: address already in use (another normd, or another program)")
+                } else {
+                    format!("--listen {addr}: {e}")
+                }
+            })?;
+            std_listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("--listen {addr}: {e}"))?;
+            Some(TcpListener::from_std(std_listener).map_err(|e| format!("--listen {addr}: {e}"))?)
+        }
+    };
+    Ok(Listeners { unix, tcp })
+}
+
+fn bind_unix(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, String> {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            // Someone answering there means a live normd (or something else): never steal it.
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(format!(
+                        "--socket {shown}: already running: a live process accepts connections on this socket"
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(|e| {
+                        format!("--socket {shown}: cannot remove stale socket file: {e}")
+                    })?;
+                    tracing::info!(path = %shown, "replaced a stale socket file left by a dead process");
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "--socket {shown}: exists and cannot be probed ({e}); refusing to replace it"
+                    ))
+                }
+            }
+        }
+        Ok(_) => {
+            return Err(format!(
+                "--socket {shown}: exists and is not a socket; refusing to replace it"
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("--socket {shown}: {e}")),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "--socket {shown}: cannot create directory {}: {e}",
+                dir.display()
+            )
+        })?;
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("--socket {shown}: cannot bind: {e}"))?;
+    let applied = (|| -> Result<(), String> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("--socket-mode {mode:o} on {shown}: {e}"))?;
+        if let Some(group) = group {
+            let gid = resolve_group(group)?;
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .map_err(|e| format!("--socket-group {group} on {shown}: {e}"))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = applied {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(listener)
+}
+
+/// A numeric gid, or a name looked up in /etc/group (no NSS: the image has no libc
+/// resolver configuration, and the pod's groups are numeric anyway).
+fn resolve_group(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group")
+        .map_err(|e| format!("--socket-group {group}: cannot read /etc/group: {e}"))?;
+    text.lines()
+        .find_map(|line| {
+            let mut f = line.split(':');
+            (f.next() == Some(group)).then(|| f.nth(1).and_then(|g| g.parse().ok()))?
+        })
+        .ok_or_else(|| format!("--socket-group {group}: no such group in /etc/group"))
+}
+
+/// Serves until `signal` resolves, then drains (see `shutdown`). Returns when done.
+pub async fn run(
+    cfg: Arc<Config>,
+    state: AppState,
+    listeners: Listeners,
+    signal: impl Future<Output = ()> + Send,
+) -> Result<(), String> {
+    let targets = listeners.targets();
+    let router = crate::router(state.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let socket_path = listeners.unix.as_ref().map(|(_, p)| p.clone());
+
+    let mut accept_tasks = Vec::new();
+    if let Some((listener, _)) = listeners.unix {
+        accept_tasks.push(tokio::spawn(accept_loop(
+            Acceptor::Unix(listener),
+            router.clone(),
+            Arc::clone(&cfg),
+            Arc::clone(&permits),
+            Arc::clone(&graceful),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(listener) = listeners.tcp {
+        accept_tasks.push(tokio::spawn(accept_loop(
+            Acceptor::Tcp(listener),
+            router.clone(),
+            Arc::clone(&cfg),
+            Arc::clone(&permits),
+            Arc::clone(&graceful),
+            stop_rx.clone(),
+        )));
+    }
+
+    let background = spawn_background(&cfg, &state, targets, stop_rx.clone());
+
+    signal.await;
+    let signalled = Instant::now();
+    shutdown::drain(
+        &cfg,
+        &state,
+        signalled,
+        stop_tx,
+        accept_tasks,
+        graceful,
+        socket_path.as_deref(),
+    )
+    .await;
+    for task in background {
+        task.abort();
+    }
+    Ok(())
+}
+
+enum Acceptor {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+async fn accept_loop(
+    acceptor: Acceptor,
+    router: axum::Router,
+    cfg: Arc<Config>,
+    permits: Arc<Semaphore>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener_name = match acceptor {
+        Acceptor::Unix(_) => "unix",
+        Acceptor::Tcp(_) => "tcp",
+    };
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let accepted = tokio::select! {
+            a = accept(&acceptor) => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                tracing::warn!(listener = listener_name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let activity = Arc::new(AtomicU64::new(0));
+        let epoch = Instant::now();
+        let io = TokioIo::new(ActivityIo {
+            inner: stream,
+            activity: Arc::clone(&activity),
+            epoch,
+        });
+        let service = TowerToHyperService::new(router.clone());
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .keep_alive(true)
+            .serve_connection(io, service);
+        let conn = graceful.watch(conn);
+        let idle = cfg.idle_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            telemetry::open_connections(listener_name, 1.0);
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(listener = listener_name, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = idle_watch(activity, epoch, idle) => {
+                    tracing::debug!(listener = listener_name, "closing a connection idle past --idle-timeout-ms");
+                }
+            }
+            telemetry::open_connections(listener_name, -1.0);
+        });
+    }
+}
+
+/// Either kind of accepted stream.
+enum Stream {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+async fn accept(acceptor: &Acceptor) -> io::Result<Stream> {
+    match acceptor {
+        Acceptor::Unix(l) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+        Acceptor::Tcp(l) => l.accept().await.map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            Stream::Tcp(s)
+        }),
+    }
+}
+
+/// Resolves once no byte has moved for `idle` (hyper's own timer covers the wait for a
+/// request head; this covers a stalled body upload or a client that stops reading).
+async fn idle_watch(activity: Arc<AtomicU64>, epoch: Instant, idle: Duration) {
+    loop {
+        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+        let due = epoch + last + idle;
+        if Instant::now() >= due {
+            return;
+        }
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// A stream that records when it last moved a byte (ms since `epoch`).
+struct ActivityIo {
+    inner: Stream,
+    activity: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl ActivityIo {
+    fn touch(&self) {
+        self.activity
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for ActivityIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = match &mut self.inner {
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+        };
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for ActivityIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = match &mut self.inner {
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, data),
+        };
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Memory sampler, self-probe, flags poller, SIGHUP schema reload, metrics upkeep.
+fn spawn_background(
+    cfg: &Arc<Config>,
+    state: &AppState,
+    targets: Vec<(&'static str, Target)>,
+    stop: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+
+    let st = state.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut n = 0u64;
+        loop {
+            tick.tick().await;
+            st.health.memory.sample();
+            st.health.publish();
+            n += 1;
+            if n % 50 == 0 {
+                telemetry::upkeep();
+            }
+        }
+    }));
+
+    let st = state.clone();
+    let interval = cfg.probe_interval;
+    let mut stop_probe = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop_probe.wait_for(|s| *s) => return,
+            }
+            // Once listeners close on shutdown, failures say nothing about health.
+            let result = health::probe_round(&targets, &st.probe_token).await;
+            if *stop_probe.borrow() {
+                return;
+            }
+            st.health.probe_result(result.err());
+        }
+    }));
+
+    if st_has_flags_file(state) {
+        let st = state.clone();
+        let period = cfg.flags_poll;
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let flags = Arc::clone(&st.flags);
+                let _ = tokio::task::spawn_blocking(move || flags.poll()).await;
+            }
+        }));
+    }
+
+    let st = state.clone();
+    tasks.push(tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; schema reload by signal is off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let st2 = st.clone();
+            let _ = tokio::task::spawn_blocking(move || st2.reload_schemas()).await;
+        }
+    }));
+    tasks
+}
+
+fn st_has_flags_file(state: &AppState) -> bool {
+    state.flags.path().is_some()
+}

@@ -1,0 +1,90 @@
+//! Signals and the bounded drain.
+//!
+//! Owns: the order of a graceful exit. SIGTERM/SIGINT → readiness 503 at once (the
+//! endpoints controller needs time to notice) → keep serving for `--drain-delay-ms` (the
+//! app is still sending) → stop accepting, remove the socket file → finish in-flight
+//! calls → exit 0, all within `--shutdown-timeout-ms` counted from the signal. What the
+//! timeout cuts is logged, never silently dropped.
+//! Never: refuses a request that was already accepted without answering it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::AppState;
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+                _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; waiting for ctrl-c only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs the drain sequence after the signal at `signalled`.
+pub async fn drain(
+    cfg: &Config,
+    state: &AppState,
+    signalled: Instant,
+    stop_accepting: watch::Sender<bool>,
+    accept_tasks: Vec<JoinHandle<()>>,
+    graceful: Arc<GracefulShutdown>,
+    socket: Option<&Path>,
+) {
+    state.health.set_draining();
+    tracing::info!(
+        drain_delay_ms = cfg.drain_delay.as_millis() as u64,
+        "draining: readiness is 503, still serving"
+    );
+    tokio::time::sleep_until((signalled + cfg.drain_delay).into()).await;
+
+    state.health.set_stopping();
+    let _ = stop_accepting.send(true);
+    for task in accept_tasks {
+        let _ = task.await;
+    }
+    if let Some(path) = socket {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove socket file")
+            }
+        }
+    }
+    tracing::info!(
+        in_flight = state.admission.queued() + state.admission.running(),
+        "stopped accepting; finishing in-flight calls"
+    );
+
+    let deadline = signalled + cfg.shutdown_timeout;
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    match tokio::time::timeout_at(deadline.into(), graceful.shutdown()).await {
+        Ok(()) => tracing::info!(
+            took_ms = signalled.elapsed().as_millis() as u64,
+            "shutdown complete"
+        ),
+        Err(_) => tracing::warn!(
+            queued = state.admission.queued(),
+            running = state.admission.running(),
+            timeout_ms = cfg.shutdown_timeout.as_millis() as u64,
+            "shutdown timeout reached; cutting the connections still open"
+        ),
+    }
+}

@@ -1,0 +1,478 @@
+//! Metric names (defined once, here), the Prometheus recorder, the JSON log writer, the
+//! per-request access-log line and trace context.
+//!
+//! Owns: every series name and label set normd exports, and the log format.
+//! Never: blocks the request path. Metrics are atomic updates; log lines go through a
+//! bounded, lossy, non-blocking writer (a full buffer drops lines, never requests).
+
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::prelude::*;
+
+pub const REQUESTS_TOTAL: &str = "normd_requests_total";
+pub const REQUEST_DURATION_SECONDS: &str = "normd_request_duration_seconds";
+pub const QUEUE_WAIT_SECONDS: &str = "normd_queue_wait_seconds";
+pub const INFLIGHT_REQUESTS: &str = "normd_inflight_requests";
+pub const QUEUE_DEPTH: &str = "normd_queue_depth";
+pub const INFLIGHT_BYTES: &str = "normd_inflight_bytes";
+pub const OPEN_CONNECTIONS: &str = "normd_open_connections";
+pub const REJECTIONS_TOTAL: &str = "normd_rejections_total";
+pub const BYTES_IN_TOTAL: &str = "normd_bytes_in_total";
+pub const BYTES_OUT_TOTAL: &str = "normd_bytes_out_total";
+pub const COMPRESSION_RATIO: &str = "normd_compression_ratio";
+pub const SCHEMA_FAILURES_TOTAL: &str = "normd_schema_failures_total";
+pub const SCHEMA_RELOADS_TOTAL: &str = "normd_schema_reloads_total";
+pub const PROBE_FAILURES_TOTAL: &str = "normd_probe_failures_total";
+pub const FLAG_RELOADS_TOTAL: &str = "normd_flag_reloads_total";
+pub const FLAG_ENABLED: &str = "normd_flag_enabled";
+pub const FLAG_ROLLOUT_PERCENT: &str = "normd_flag_rollout_percent";
+pub const READY: &str = "normd_ready";
+pub const DRAINING: &str = "normd_draining";
+pub const MEMORY_SHEDDING: &str = "normd_memory_shedding";
+pub const MEMORY_USAGE_BYTES: &str = "normd_memory_usage_bytes";
+pub const MEMORY_LIMIT_BYTES: &str = "normd_memory_limit_bytes";
+pub const MEMORY_READY_WATERMARK_BYTES: &str = "normd_memory_ready_watermark_bytes";
+pub const MEMORY_SHED_WATERMARK_BYTES: &str = "normd_memory_shed_watermark_bytes";
+pub const DEADLINE_BUDGET_SECONDS: &str = "normd_deadline_budget_seconds";
+pub const CANCELLED_TOTAL: &str = "normd_cancelled_before_start_total";
+pub const BUILD_INFO: &str = "normd_build_info";
+
+/// Latency buckets: 50 µs to 1 s, dense around the 20 ms default budget.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+const RATIO_BUCKETS: &[f64] = &[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0];
+
+struct Exporter {
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+}
+
+static EXPORTER: OnceLock<Option<Exporter>> = OnceLock::new();
+
+/// Installs the process-wide recorder (idempotent: tests build many apps in one process).
+pub fn install_metrics() {
+    EXPORTER.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(COMPRESSION_RATIO.into()), RATIO_BUCKETS)
+            });
+        let handle = match builder.and_then(|b| b.install_recorder()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "metrics recorder not installed");
+                return None;
+            }
+        };
+        let process = metrics_process::Collector::default();
+        process.describe();
+        describe();
+        gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => option_env!("NORMD_COMMIT").unwrap_or("unknown")).set(1.0);
+        Some(Exporter { handle, process })
+    });
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Requests answered, by route, status and code"
+    );
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from receipt to response, by route"
+    );
+    describe_histogram!(
+        QUEUE_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time admitted work waited for a CPU worker"
+    );
+    describe_gauge!(INFLIGHT_REQUESTS, "Work requests being answered now");
+    describe_gauge!(QUEUE_DEPTH, "Calls admitted and not yet started");
+    describe_gauge!(
+        INFLIGHT_BYTES,
+        Unit::Bytes,
+        "Request bytes held by calls in flight"
+    );
+    describe_gauge!(OPEN_CONNECTIONS, "Open client connections, by listener");
+    describe_counter!(
+        REJECTIONS_TOTAL,
+        "Calls refused without doing their work, by reason"
+    );
+    describe_counter!(
+        BYTES_IN_TOTAL,
+        Unit::Bytes,
+        "Request body bytes as received, by route"
+    );
+    describe_counter!(
+        BYTES_OUT_TOTAL,
+        Unit::Bytes,
+        "Response body bytes, by route"
+    );
+    describe_histogram!(
+        COMPRESSION_RATIO,
+        "Canonical bytes / output bytes of /norm, by encoding"
+    );
+    describe_counter!(
+        SCHEMA_FAILURES_TOTAL,
+        "Documents that failed validation, by schema"
+    );
+    describe_counter!(SCHEMA_RELOADS_TOTAL, "Schema set reloads, by result");
+    describe_counter!(PROBE_FAILURES_TOTAL, "Failed self-probes, by listener");
+    describe_counter!(FLAG_RELOADS_TOTAL, "Flags file reloads, by result");
+    describe_gauge!(FLAG_ENABLED, "1 when the endpoint's flag is enabled");
+    describe_gauge!(FLAG_ROLLOUT_PERCENT, "The endpoint's rollout_percent");
+    describe_gauge!(READY, "1 when /readyz answers 200");
+    describe_gauge!(DRAINING, "1 once a shutdown signal arrived");
+    describe_gauge!(
+        MEMORY_SHEDDING,
+        "1 while new work is refused for memory pressure"
+    );
+    describe_gauge!(
+        MEMORY_USAGE_BYTES,
+        Unit::Bytes,
+        "Memory compared against the watermarks"
+    );
+    describe_gauge!(
+        MEMORY_LIMIT_BYTES,
+        Unit::Bytes,
+        "Memory limit (0 = none known)"
+    );
+    describe_gauge!(
+        MEMORY_READY_WATERMARK_BYTES,
+        Unit::Bytes,
+        "Usage at which readiness fails"
+    );
+    describe_gauge!(
+        MEMORY_SHED_WATERMARK_BYTES,
+        Unit::Bytes,
+        "Usage at which new work is shed"
+    );
+    describe_gauge!(
+        DEADLINE_BUDGET_SECONDS,
+        Unit::Seconds,
+        "Default per-call budget"
+    );
+    describe_counter!(
+        CANCELLED_TOTAL,
+        "Queued calls skipped because their caller left or their budget ran out"
+    );
+    describe_gauge!(BUILD_INFO, "Build information");
+}
+
+/// The Prometheus text exposition, process metrics refreshed first.
+pub fn render() -> String {
+    match EXPORTER.get() {
+        Some(Some(e)) => {
+            e.process.collect();
+            e.handle.render()
+        }
+        _ => String::new(),
+    }
+}
+
+/// Runs the exporter's histogram upkeep; called periodically so memory stays flat.
+pub fn upkeep() {
+    if let Some(Some(e)) = EXPORTER.get() {
+        e.handle.run_upkeep();
+    }
+}
+
+pub fn request_done(route: &'static str, status: u16, code: &'static str, took: Duration) {
+    counter!(REQUESTS_TOTAL, "route" => route, "status" => status_label(status), "code" => code)
+        .increment(1);
+    histogram!(REQUEST_DURATION_SECONDS, "route" => route).record(took.as_secs_f64());
+}
+
+/// Avoids formatting a status string per request for the common ones.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        504 => "504",
+        _ => "other",
+    }
+}
+
+pub fn bytes(route: &'static str, input: usize, output: usize) {
+    counter!(BYTES_IN_TOTAL, "route" => route).increment(input as u64);
+    counter!(BYTES_OUT_TOTAL, "route" => route).increment(output as u64);
+}
+
+pub fn compression(encoding: &'static str, canonical: usize, output: usize) {
+    if output > 0 {
+        histogram!(COMPRESSION_RATIO, "encoding" => encoding)
+            .record(canonical as f64 / output as f64);
+    }
+}
+
+pub fn rejection(reason: &'static str) {
+    counter!(REJECTIONS_TOTAL, "reason" => reason).increment(1);
+}
+
+pub fn schema_failure(schema: &str) {
+    counter!(SCHEMA_FAILURES_TOTAL, "schema" => schema.to_owned()).increment(1);
+}
+
+pub fn schema_reload(ok: bool) {
+    counter!(SCHEMA_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+pub fn probe_failure(listener: &'static str) {
+    counter!(PROBE_FAILURES_TOTAL, "listener" => listener).increment(1);
+}
+
+pub fn flag_reload(ok: bool) {
+    counter!(FLAG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+pub fn flag_state(endpoint: &'static str, enabled: bool, rollout: u8) {
+    gauge!(FLAG_ENABLED, "endpoint" => endpoint).set(if enabled { 1.0 } else { 0.0 });
+    gauge!(FLAG_ROLLOUT_PERCENT, "endpoint" => endpoint).set(f64::from(rollout));
+}
+
+pub fn queue_depth(n: usize) {
+    gauge!(QUEUE_DEPTH).set(n as f64);
+}
+
+pub fn queue_wait(d: Duration) {
+    histogram!(QUEUE_WAIT_SECONDS).record(d.as_secs_f64());
+}
+
+pub fn inflight_bytes(n: usize) {
+    gauge!(INFLIGHT_BYTES).set(n as f64);
+}
+
+pub fn inflight_requests(delta: f64) {
+    gauge!(INFLIGHT_REQUESTS).increment(delta);
+}
+
+pub fn open_connections(listener: &'static str, delta: f64) {
+    gauge!(OPEN_CONNECTIONS, "listener" => listener).increment(delta);
+}
+
+pub fn cancelled_before_start(client_left: bool) {
+    counter!(CANCELLED_TOTAL, "cause" => if client_left { "client_left" } else { "deadline" })
+        .increment(1);
+}
+
+pub fn health_state(ready: bool, draining: bool, shedding: bool) {
+    gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    gauge!(DRAINING).set(if draining { 1.0 } else { 0.0 });
+    gauge!(MEMORY_SHEDDING).set(if shedding { 1.0 } else { 0.0 });
+}
+
+pub fn memory(usage: u64, limit: Option<u64>, ready_wm: Option<u64>, shed_wm: Option<u64>) {
+    gauge!(MEMORY_USAGE_BYTES).set(usage as f64);
+    gauge!(MEMORY_LIMIT_BYTES).set(limit.unwrap_or(0) as f64);
+    gauge!(MEMORY_READY_WATERMARK_BYTES).set(ready_wm.unwrap_or(0) as f64);
+    gauge!(MEMORY_SHED_WATERMARK_BYTES).set(shed_wm.unwrap_or(0) as f64);
+}
+
+pub fn deadline_budget(d: Duration) {
+    gauge!(DEADLINE_BUDGET_SECONDS).set(d.as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------
+// Trace context
+
+/// The trace id of a request: W3C `traceparent`, else `X-Request-Id`, else generated.
+pub fn trace_id(traceparent: Option<&str>, request_id: Option<&str>) -> String {
+    if let Some(id) = traceparent.and_then(parse_traceparent) {
+        return id.to_owned();
+    }
+    if let Some(rid) = request_id {
+        let rid = rid.trim();
+        if !rid.is_empty() && rid.len() <= 128 && rid.bytes().all(|b| b.is_ascii_graphic()) {
+            return rid.to_owned();
+        }
+    }
+    format!("{:032x}", fastrand::u128(1..))
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`; an all-zero id is invalid.
+fn parse_traceparent(tp: &str) -> Option<&str> {
+    let mut parts = tp.trim().split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let parent = parts.next()?;
+    let flags = parts.next()?;
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2)
+    {
+        return None;
+    }
+    if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(trace)
+}
+
+// ---------------------------------------------------------------------------------
+// Logs
+
+/// One access-log line: `{ts, level, trace_id, route, status, code, in_bytes, out_bytes, millis}`.
+#[allow(clippy::too_many_arguments)]
+pub fn access_log(
+    sample: f64,
+    trace_id: &str,
+    route: &'static str,
+    status: u16,
+    code: Option<&'static str>,
+    in_bytes: usize,
+    out_bytes: usize,
+    took: Duration,
+) {
+    let millis = took.as_secs_f64() * 1000.0;
+    match code {
+        Some(code) if status >= 500 => tracing::warn!(
+            target: "normd::access", trace_id, route, status, code, in_bytes, out_bytes, millis,
+            "request"
+        ),
+        Some(code) => tracing::info!(
+            target: "normd::access", trace_id, route, status, code, in_bytes, out_bytes, millis,
+            "request"
+        ),
+        None => {
+            if sample < 1.0 && fastrand::f64() >= sample {
+                return;
+            }
+            tracing::info!(
+                target: "normd::access", trace_id, route, status, in_bytes, out_bytes, millis,
+                "request"
+            )
+        }
+    }
+}
+
+/// Keeps the log writer's worker alive; dropping it flushes what is buffered.
+pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
+
+/// Installs JSON logging to stderr at `level`. Lines past the 8192-line buffer are
+/// dropped (and the writer counts them) rather than blocking a request.
+pub fn init_logging(level: &str) -> LogGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(8192)
+        .finish(std::io::stderr());
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(JsonLines {
+            writer: std::sync::Mutex::new(Box::new(writer)),
+        })
+        .try_init();
+    LogGuard(installed.ok().map(|()| guard))
+}
+
+/// A minimal JSON-lines layer: `ts` and `level` first, then the event's fields flat.
+/// tracing-subscriber's JSON formatter nests fields and names the time `timestamp`; the
+/// contract asks for flat `{ts, level, ...}`, which is this much code.
+struct JsonLines {
+    writer: std::sync::Mutex<Box<dyn Write + Send>>,
+}
+
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().into(), Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0
+            .insert(field.name().into(), Value::String(value.into()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0
+            .insert(field.name().into(), Value::String(value.to_string()));
+    }
+}
+
+impl<S: Subscriber> Layer<S> for JsonLines {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = Fields(Map::new());
+        let ts = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        fields.0.insert("ts".into(), Value::String(ts));
+        let level = match *event.metadata().level() {
+            Level::ERROR => "error",
+            Level::WARN => "warn",
+            Level::INFO => "info",
+            Level::DEBUG => "debug",
+            Level::TRACE => "trace",
+        };
+        fields.0.insert("level".into(), Value::String(level.into()));
+        event.record(&mut fields);
+        if let Some(Value::String(m)) = fields.0.remove("message") {
+            fields.0.insert("msg".into(), Value::String(m));
+        }
+        let mut line = serde_json::to_vec(&Value::Object(fields.0)).unwrap_or_default();
+        line.push(b'\n');
+        if let Ok(mut w) = self.writer.lock() {
+            let _ = w.write_all(&line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_id_prefers_traceparent_then_request_id() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            trace_id(Some(tp), Some("rid")),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(trace_id(Some("garbage"), Some("rid-1")), "rid-1");
+        assert_eq!(
+            trace_id(
+                Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+                None
+            )
+            .len(),
+            32
+        );
+        let generated = trace_id(None, Some("has space"));
+        assert_eq!(generated.len(), 32);
+        assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}
