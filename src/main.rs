@@ -78,7 +78,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             socket = %config.socket.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "off".into()),
-            listen = %config.listen.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            listen = %listeners.tcp.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             schemas = state.schemas().len(),
             workers = config.workers,
             max_queue = config.max_queue,
