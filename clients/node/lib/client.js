@@ -1,0 +1,510 @@
+'use strict';
+/**
+ * The app side of normd: decides per call whether to send the work to the
+ * sidecar or do it in-app, sends it over a keep-alive Unix socket (TCP as a
+ * fallback transport), and turns every "normd can't right now" into a call of
+ * the caller's in-app function. It must never make a call slower than its
+ * deadline plus a small slack, and never retry contract errors.
+ */
+
+const http = require('node:http');
+const { CircuitBreaker } = require('./breaker');
+const { inRollout, clampPercent } = require('./rollout');
+const { NormdError, NormdUnavailableError, NormdClosedError } = require('./errors');
+
+/** Fallback reasons, the keys of stats().fallback_by_reason. */
+const REASONS = Object.freeze([
+  'overloaded', // 429 overloaded
+  'unavailable', // 503 not_ready/draining/memory_pressure; flags never loaded
+  'deadline', // 504 deadline_exceeded
+  'connection', // ENOENT, ECONNREFUSED, EACCES, ECONNRESET, EPIPE, ...
+  'timeout', // no full answer within deadline + slack
+  'breaker_open', // circuit breaker short-circuit
+  'rollout', // key outside rollout_percent
+  'disabled', // flag enabled=false, or 503 disabled
+  'server_error', // 500 internal or any other unexpected status
+]);
+
+/** Connect-phase errors: the socket is not there, so another transport may be. */
+const CONNECT_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'ENOTSOCK', 'EADDRNOTAVAIL', 'EPERM']);
+
+const LOCAL_TIMEOUT = 'NORMD_LOCAL_TIMEOUT';
+
+/**
+ * @typedef {object} NormdClientOptions
+ * @property {string} [socketPath] normd's Unix socket (preferred transport)
+ * @property {number} [port] normd's TCP port on `host`; used when there is no socketPath, or when the socket cannot be connected
+ * @property {string} [host] TCP host, default 127.0.0.1
+ * @property {number} [maxSockets] keep-alive sockets per transport, default 32
+ * @property {number} [maxFreeSockets] idle sockets kept, default = maxSockets
+ * @property {number} [deadlineMs] default budget per call, sent as X-Deadline-Ms, default 20
+ * @property {number} [timeoutSlackMs] local timeout = deadline + this, default 5
+ * @property {(body: any, ctx: FallbackContext) => any} [fallback] in-app implementation of the same job
+ * @property {string} [profile] default ?profile=
+ * @property {string} [schema] default ?schema=
+ * @property {string} [encoding] default ?encoding=
+ * @property {number} [level] default ?level=
+ * @property {number} [rolloutPercent] fixed rollout 0..100 instead of GET /flags (load tests, static config)
+ * @property {string} [flagName] flag consulted in GET /flags, default "norm"
+ * @property {number} [flagsRefreshMs] background refresh period, default 5000 (0 = no timer)
+ * @property {number} [flagsTimeoutMs] timeout of one GET /flags, default 1000
+ * @property {{failureThreshold?: number, cooldownMs?: number}} [breaker] defaults 5 failures, 5000 ms
+ * @property {number} [maxResponseBytes] cap on a response body read into memory, default 64 MiB
+ * @property {() => number} [now] monotonic ms clock (tests inject one to drive the breaker)
+ */
+
+/**
+ * @typedef {object} FallbackContext
+ * @property {string} reason why normd was not used
+ * @property {string|number|undefined} key the rollout key of the call
+ * @property {Error|undefined} error the failure that caused the fallback, if any
+ */
+
+/**
+ * @typedef {object} NormdResult
+ * @property {'normd'|'inapp'} path who did the work
+ * @property {any} data normd: the compressed canonical bytes (Buffer); inapp: what the fallback returned
+ * @property {string} [reason] inapp only: the fallback reason
+ * @property {string} [encoding] normd only: X-Normd-Encoding
+ * @property {number} [inputBytes]
+ * @property {number} [canonicalBytes]
+ * @property {number} [outputBytes]
+ * @property {string} [schema]
+ * @property {string} [digest] X-Normd-Digest, `sha-256=:<base64>:`
+ * @property {string} [requestId]
+ * @property {'unix'|'tcp'} [transport]
+ */
+
+function positiveNumber(name, v, dflt) {
+  if (v === undefined || v === null) return dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new TypeError(`${name} must be a finite number >= 0`);
+  return v;
+}
+
+function toInt(v) {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+function emptyReasons() {
+  /** @type {Record<string, number>} */
+  const o = {};
+  for (const r of REASONS) o[r] = 0;
+  return o;
+}
+
+class NormdClient {
+  /** @param {NormdClientOptions} opts */
+  constructor(opts = {}) {
+    if (!opts.socketPath && !opts.port) throw new TypeError('NormdClient needs socketPath and/or port');
+    this._transports = [];
+    if (opts.socketPath) this._transports.push({ name: 'unix', req: { socketPath: opts.socketPath } });
+    if (opts.port) this._transports.push({ name: 'tcp', req: { host: opts.host || '127.0.0.1', port: opts.port } });
+
+    const maxSockets = positiveNumber('maxSockets', opts.maxSockets, 32) || 1;
+    this._agent = new http.Agent({
+      keepAlive: true,
+      maxSockets,
+      maxFreeSockets: positiveNumber('maxFreeSockets', opts.maxFreeSockets, maxSockets),
+      scheduling: 'lifo',
+    });
+
+    this._deadlineMs = positiveNumber('deadlineMs', opts.deadlineMs, 20);
+    this._slackMs = positiveNumber('timeoutSlackMs', opts.timeoutSlackMs, 5);
+    this._fallback = opts.fallback;
+    this._defaults = { profile: opts.profile, schema: opts.schema, encoding: opts.encoding, level: opts.level };
+    this._flagName = opts.flagName || 'norm';
+    this._flagsTimeoutMs = positiveNumber('flagsTimeoutMs', opts.flagsTimeoutMs, 1000);
+    this._maxResponseBytes = positiveNumber('maxResponseBytes', opts.maxResponseBytes, 64 * 1024 * 1024);
+    this._now = opts.now || (() => performance.now());
+    this._breaker = new CircuitBreaker({ ...(opts.breaker || {}), now: this._now });
+    this._closed = false;
+
+    /** @type {number|undefined} */
+    this._rolloutOverride = opts.rolloutPercent === undefined || opts.rolloutPercent === null
+      ? undefined : clampPercent(opts.rolloutPercent);
+
+    /** Last good flag for our endpoint, or null before the first successful GET /flags. */
+    this._flags = null;
+    this._flagsInfo = { version: null, mtime: null, fetchedAt: null, lastError: null };
+    this._flagsInFlight = null;
+    /** @type {Promise<boolean>} */
+    this._flagsInitial = Promise.resolve(true);
+    this._timer = null;
+
+    this._resetCounters();
+
+    if (this._rolloutOverride === undefined) {
+      this._flagsInitial = this.refreshFlags();
+      const every = positiveNumber('flagsRefreshMs', opts.flagsRefreshMs, 5000);
+      if (every > 0) {
+        this._timer = setInterval(() => { this.refreshFlags(); }, every);
+        this._timer.unref();
+      }
+    }
+  }
+
+  _resetCounters() {
+    this._c = {
+      calls: 0,
+      normd_ok: 0,
+      fallback_total: 0,
+      fallback_by_reason: emptyReasons(),
+      errors: 0,
+      errors_by_code: /** @type {Record<string, number>} */ ({}),
+      retries: 0,
+      transport_failovers: 0,
+      by_transport: { unix: 0, tcp: 0 },
+      flags_refresh_ok: 0,
+      flags_refresh_failures: 0,
+    };
+  }
+
+  /**
+   * Normalize → validate → compress `body`, in normd when the flag and the
+   * breaker allow it, else (or when normd says no) with the fallback.
+   *
+   * @param {Buffer|Uint8Array|string|object} body JSON text (sent as is) or a value (JSON.stringify'd)
+   * @param {{key?: string|number, profile?: string, schema?: string, encoding?: string, level?: number,
+   *          deadlineMs?: number, fallback?: (body: any, ctx: FallbackContext) => any,
+   *          requestId?: string, headers?: Record<string,string>}} [opts]
+   * @returns {Promise<NormdResult>}
+   * @throws {NormdError} on contract errors (4xx other than 429)
+   */
+  async norm(body, opts = {}) {
+    if (this._closed) throw new NormdClosedError();
+
+    // Everything that can throw on bad input happens before the breaker hands
+    // out a (probe) slot, so a caller bug can never wedge it half-open.
+    const { path, headers, payload, deadlineMs } = buildNormRequest(body, opts, this._defaults, this._deadlineMs);
+    this._c.calls++;
+
+    const skip = this._routeReason(opts.key);
+    if (skip) return this._fallBack(skip, body, opts, undefined);
+    if (!this._breaker.tryAcquire()) return this._fallBack('breaker_open', body, opts, undefined);
+
+    let res;
+    try {
+      res = await this._request('POST', path, headers, payload, deadlineMs + this._slackMs);
+    } catch (err) {
+      // Any other socket-level failure is normd's side too: `connection`.
+      const reason = err && err.code === LOCAL_TIMEOUT ? 'timeout' : 'connection';
+      this._breaker.onFailure();
+      return this._fallBack(reason, body, opts, err);
+    }
+
+    const status = res.status;
+    const requestId = /** @type {string|undefined} */ (res.headers['x-request-id']);
+    if (status === 200) {
+      this._breaker.onSuccess();
+      this._c.normd_ok++;
+      const h = res.headers;
+      return {
+        path: 'normd',
+        data: res.body,
+        encoding: /** @type {string} */ (h['x-normd-encoding']),
+        inputBytes: toInt(h['x-normd-input-bytes']),
+        canonicalBytes: toInt(h['x-normd-canonical-bytes']),
+        outputBytes: toInt(h['x-normd-output-bytes']),
+        schema: /** @type {string|undefined} */ (h['x-normd-schema']),
+        digest: /** @type {string|undefined} */ (h['x-normd-digest']),
+        requestId,
+        transport: res.transport,
+      };
+    }
+
+    const problem = parseProblem(res.body, status);
+    if (status === 429) {
+      this._breaker.onFailure();
+      return this._fallBack('overloaded', body, opts, problemError(problem, status, requestId));
+    }
+    if (status === 503) {
+      if (problem.code === 'disabled') {
+        this._breaker.onSuccess(); // alive and answering; the flag said no
+        return this._fallBack('disabled', body, opts, problemError(problem, status, requestId));
+      }
+      this._breaker.onFailure();
+      return this._fallBack('unavailable', body, opts, problemError(problem, status, requestId));
+    }
+    if (status === 504) {
+      this._breaker.onFailure();
+      return this._fallBack('deadline', body, opts, problemError(problem, status, requestId));
+    }
+    if (status >= 400 && status < 500) {
+      // The caller's request or data is wrong: the in-app path would not help.
+      this._breaker.onSuccess();
+      this._c.errors++;
+      const code = problem.code || `http_${status}`;
+      this._c.errors_by_code[code] = (this._c.errors_by_code[code] || 0) + 1;
+      throw new NormdError(problem, { status, requestId });
+    }
+    // 500 internal, or anything the contract does not have.
+    this._breaker.onFailure();
+    return this._fallBack('server_error', body, opts, problemError(problem, status, requestId));
+  }
+
+  /** @returns {string|null} a fallback reason if this call must not go to normd */
+  _routeReason(key) {
+    let percent;
+    if (this._rolloutOverride !== undefined) {
+      percent = this._rolloutOverride;
+    } else {
+      const f = this._flags;
+      if (!f) return 'unavailable';
+      if (!f.enabled) return 'disabled';
+      percent = f.rollout_percent;
+    }
+    return inRollout(key, percent) ? null : 'rollout';
+  }
+
+  async _fallBack(reason, body, opts, error) {
+    this._c.fallback_total++;
+    this._c.fallback_by_reason[reason] = (this._c.fallback_by_reason[reason] || 0) + 1;
+    const fn = opts.fallback || this._fallback;
+    if (typeof fn !== 'function') throw new NormdUnavailableError(reason, error);
+    const data = await fn(body, { reason, key: opts.key, error });
+    return { path: 'inapp', reason, data };
+  }
+
+  /**
+   * One HTTP exchange with normd, body read fully. Rejects with code
+   * NORMD_LOCAL_TIMEOUT when `timeoutMs` passes (the request is destroyed, so
+   * normd sees the connection close), or with the socket error.
+   * Tries the next transport when the socket cannot be connected at all, and
+   * retries once when a reused keep-alive socket turns out to be dead.
+   * @returns {Promise<{status: number, headers: import('node:http').IncomingHttpHeaders, body: Buffer, transport: string}>}
+   */
+  _request(method, path, headers, payload, timeoutMs) {
+    const deadlineAt = performance.now() + timeoutMs;
+    return new Promise((resolve, reject) => {
+      const attempt = (ti, retried) => {
+        const transport = this._transports[ti];
+        let settled = false;
+        let gotResponse = false;
+        /** @type {Error|null} */
+        let timedOut = null;
+        const req = http.request({ ...transport.req, agent: this._agent, method, path, headers });
+        const timer = setTimeout(() => {
+          timedOut = new Error(`normd did not answer within ${timeoutMs} ms`);
+          /** @type {any} */ (timedOut).code = LOCAL_TIMEOUT;
+          req.destroy(timedOut);
+        }, Math.max(0, deadlineAt - performance.now()));
+
+        const fail = (/** @type {any} */ err) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          // Destroying the request makes req and res emit in either order;
+          // whichever comes first, the cause was our timer.
+          if (timedOut) err = timedOut;
+          const code = err && err.code;
+          const left = deadlineAt - performance.now();
+          if (!gotResponse && code !== LOCAL_TIMEOUT && left > 0) {
+            if (CONNECT_CODES.has(code) && ti + 1 < this._transports.length) {
+              this._c.transport_failovers++;
+              attempt(ti + 1, retried);
+              return;
+            }
+            if (!retried && req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE')) {
+              // A keep-alive socket normd had already closed: safe to resend, the work is pure.
+              this._c.retries++;
+              attempt(ti, true);
+              return;
+            }
+          }
+          reject(err);
+        };
+
+        req.on('error', fail);
+        req.on('response', (res) => {
+          gotResponse = true;
+          const chunks = [];
+          let size = 0;
+          res.on('data', (c) => {
+            size += c.length;
+            if (size > this._maxResponseBytes) {
+              const e = new Error(`normd response larger than ${this._maxResponseBytes} bytes`);
+              /** @type {any} */ (e).code = 'NORMD_RESPONSE_TOO_LARGE';
+              req.destroy(e);
+              return;
+            }
+            chunks.push(c);
+          });
+          res.on('error', fail);
+          res.on('close', () => {
+            if (!res.complete) {
+              const e = new Error('normd closed the connection mid-response');
+              /** @type {any} */ (e).code = 'ECONNRESET';
+              fail(e);
+            }
+          });
+          res.on('end', () => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            this._c.by_transport[transport.name]++;
+            resolve({ status: res.statusCode || 0, headers: res.headers, body: Buffer.concat(chunks, size), transport: transport.name });
+          });
+        });
+        req.end(payload);
+      };
+      attempt(0, false);
+    });
+  }
+
+  /**
+   * Resolves once the first GET /flags has settled (true if it loaded flags).
+   * norm() does not wait for it: until flags are known, calls fall back with
+   * reason `unavailable`. Await this at startup to route from the first call.
+   * @returns {Promise<boolean>}
+   */
+  ready() {
+    return this._flagsInitial;
+  }
+
+  /**
+   * Fetch GET /flags once. On any failure the last good flags stay in use.
+   * Concurrent calls share one request.
+   * @param {{timeoutMs?: number}} [o] overrides flagsTimeoutMs for this fetch
+   * @returns {Promise<boolean>} whether the refresh succeeded
+   */
+  refreshFlags(o = {}) {
+    if (this._closed) return Promise.resolve(false);
+    if (this._flagsInFlight) return this._flagsInFlight;
+    this._flagsInFlight = (async () => {
+      try {
+        const timeoutMs = positiveNumber('timeoutMs', o.timeoutMs, this._flagsTimeoutMs);
+        const res = await this._request('GET', '/flags', { accept: 'application/json' }, undefined, timeoutMs);
+        if (res.status !== 200) throw new Error(`GET /flags answered ${res.status}`);
+        const doc = JSON.parse(res.body.toString('utf8'));
+        if (!doc || typeof doc !== 'object' || (doc.flags !== undefined && (typeof doc.flags !== 'object' || doc.flags === null))) {
+          throw new Error('GET /flags: body is not a flags document');
+        }
+        const flag = parseFlag(doc.flags ? doc.flags[this._flagName] : undefined);
+        this._flags = flag;
+        this._flagsInfo = {
+          version: doc.version ?? null,
+          mtime: doc.mtime ?? null,
+          fetchedAt: Date.now(),
+          lastError: null,
+        };
+        this._c.flags_refresh_ok++;
+        return true;
+      } catch (err) {
+        this._c.flags_refresh_failures++;
+        this._flagsInfo.lastError = err && err.message ? err.message : String(err);
+        return false;
+      } finally {
+        this._flagsInFlight = null;
+      }
+    })();
+    return this._flagsInFlight;
+  }
+
+  /** Counters of the client's decisions, plus breaker and flags state. */
+  stats() {
+    const c = this._c;
+    const f = this._flags;
+    return {
+      calls: c.calls,
+      normd_ok: c.normd_ok,
+      fallback_total: c.fallback_total,
+      fallback_by_reason: { ...c.fallback_by_reason },
+      errors: c.errors,
+      errors_by_code: { ...c.errors_by_code },
+      retries: c.retries,
+      transport_failovers: c.transport_failovers,
+      by_transport: { ...c.by_transport },
+      breaker: this._breaker.snapshot(),
+      rollout_override: this._rolloutOverride ?? null,
+      flags: {
+        loaded: f !== null,
+        enabled: f ? f.enabled : null,
+        rollout_percent: f ? f.rollout_percent : null,
+        version: this._flagsInfo.version,
+        mtime: this._flagsInfo.mtime,
+        age_ms: this._flagsInfo.fetchedAt === null ? null : Date.now() - this._flagsInfo.fetchedAt,
+        refresh_ok: c.flags_refresh_ok,
+        refresh_failures: c.flags_refresh_failures,
+        last_error: this._flagsInfo.lastError,
+      },
+    };
+  }
+
+  /** Zero the counters (not the breaker or the flags). */
+  resetStats() {
+    this._resetCounters();
+  }
+
+  /** Stop the refresh timer and destroy every socket, so the process can exit. */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    if (this._timer) clearInterval(this._timer);
+    this._timer = null;
+    this._agent.destroy();
+  }
+}
+
+/**
+ * The POST /norm request for one call: path with the selection query,
+ * headers (X-Deadline-Ms an integer >= 1), and the body bytes. Pure, and the
+ * only place a call's inputs are checked.
+ * @param {Buffer|Uint8Array|string|object} body
+ * @param {{profile?: string, schema?: string, encoding?: string, level?: number, deadlineMs?: number,
+ *          requestId?: string, headers?: Record<string,string>}} opts
+ * @param {{profile?: string, schema?: string, encoding?: string, level?: number}} defaults
+ * @param {number} defaultDeadlineMs
+ */
+function buildNormRequest(body, opts, defaults, defaultDeadlineMs) {
+  const deadlineMs = Math.max(1, Math.round(positiveNumber('deadlineMs', opts.deadlineMs, defaultDeadlineMs)));
+  const payload = Buffer.isBuffer(body) ? body
+    : body instanceof Uint8Array ? Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+      : typeof body === 'string' ? Buffer.from(body, 'utf8')
+        : Buffer.from(JSON.stringify(body), 'utf8');
+  const query = new URLSearchParams();
+  for (const k of ['profile', 'schema', 'encoding', 'level']) {
+    const v = opts[k] ?? defaults[k];
+    if (v !== undefined && v !== null && v !== '') query.set(k, String(v));
+  }
+  const qs = query.toString();
+  /** @type {Record<string, string>} */
+  const headers = {
+    ...(opts.headers || {}),
+    'content-type': 'application/json',
+    'content-length': String(payload.length),
+    'x-deadline-ms': String(deadlineMs),
+  };
+  if (opts.requestId) headers['x-request-id'] = opts.requestId;
+  return { path: qs ? `/norm?${qs}` : '/norm', headers, payload, deadlineMs };
+}
+
+/**
+ * A flag from GET /flags. Missing → enabled at 100 % (normd's own default);
+ * a malformed one throws so the last good flags stay.
+ */
+function parseFlag(raw) {
+  if (raw === undefined || raw === null) return { enabled: true, rollout_percent: 100 };
+  if (typeof raw !== 'object') throw new Error('flag is not an object');
+  const enabled = raw.enabled === undefined ? true : raw.enabled;
+  if (typeof enabled !== 'boolean') throw new Error('flag.enabled is not a boolean');
+  const rp = raw.rollout_percent === undefined ? 100 : raw.rollout_percent;
+  if (typeof rp !== 'number' || !Number.isFinite(rp)) throw new Error('flag.rollout_percent is not a number');
+  return { enabled, rollout_percent: clampPercent(rp) };
+}
+
+/** Parse a problem+json body; anything unparsable becomes a minimal problem. */
+function parseProblem(buf, status) {
+  try {
+    const p = JSON.parse(buf.toString('utf8'));
+    if (p && typeof p === 'object' && !Array.isArray(p)) return p;
+  } catch { /* fall through */ }
+  return { status, title: `HTTP ${status}`, detail: buf.subarray(0, 200).toString('utf8') };
+}
+
+function problemError(problem, status, requestId) {
+  return new NormdError(problem, { status, requestId });
+}
+
+module.exports = { NormdClient, REASONS, parseFlag, buildNormRequest };
