@@ -255,7 +255,9 @@ impl Admission {
             let started = Instant::now();
             telemetry::queue_wait(started - enqueued);
             if job_budget.should_stop() {
-                telemetry::cancelled_before_start(job_budget.cancelled.load(Ordering::Relaxed));
+                // Past its deadline the caller already got its 504 (and the timeout set
+                // `cancelled` too); before it, only a caller that left cancels the work.
+                telemetry::cancelled_before_start(Instant::now() < job_budget.deadline);
                 let _ = done_tx.send(Err(Refusal::DeadlineExceeded));
                 return;
             }

@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1:8081]
     #[arg(long, env = "NORMD_LISTEN")]
     pub listen: Option<String>,
+    /// Extra listener serving only /metrics, /livez and /readyz (no work routes), so
+    /// Prometheus can scrape from outside the pod; may be a non-loopback address. [default: off]
+    #[arg(long, env = "NORMD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Schemas directory (*.json, compiled at start, reloaded on SIGHUP).
     /// [default: ./schemas if it exists, else the schemas embedded in the binary]
     #[arg(long, env = "NORMD_SCHEMAS")]
@@ -183,6 +187,7 @@ pub struct ProbeArgs {
 pub struct FileConfig {
     socket: Option<String>,
     listen: Option<String>,
+    metrics_listen: Option<String>,
     schemas: Option<PathBuf>,
     flags: Option<PathBuf>,
     socket_mode: Option<String>,
@@ -291,6 +296,7 @@ pub enum SchemaSource {
 pub struct Config {
     pub socket: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
     pub schemas: SchemaSource,
     pub flags: Option<PathBuf>,
     pub socket_mode: u32,
@@ -381,6 +387,19 @@ impl Config {
                 Err(_) => {
                     err(format!(
                         "--listen {s:?}: expected IP:PORT such as 127.0.0.1:8081, or '' to turn TCP off"
+                    ));
+                    None
+                }
+            },
+        };
+        let metrics_listen = match args.metrics_listen.or(file.metrics_listen) {
+            None => None,
+            Some(s) if s.is_empty() => None,
+            Some(s) => match s.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    err(format!(
+                        "--metrics-listen {s:?}: expected IP:PORT such as 0.0.0.0:9464, or '' to turn it off"
                     ));
                     None
                 }
@@ -608,6 +627,7 @@ impl Config {
         Ok(Config {
             socket,
             listen,
+            metrics_listen,
             schemas,
             flags: args.flags.or(file.flags),
             socket_mode,

@@ -266,6 +266,15 @@ impl From<PipelineError> for Problem {
     }
 }
 
+/// Caps caller-controlled text echoed in a problem (a number may be 600 KB of digits).
+fn truncate(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars {
+        s.to_owned()
+    } else {
+        s.chars().take(max_chars).collect::<String>() + "…"
+    }
+}
+
 fn canon_problem(e: CanonError) -> Problem {
     let detail = e.to_string();
     match e {
@@ -286,9 +295,9 @@ fn canon_problem(e: CanonError) -> Problem {
             pointer,
             input,
             canonical,
-        } => Problem::new(Code::NumberPrecision, detail)
+        } => Problem::new(Code::NumberPrecision, truncate(&detail, 300))
             .with("pointer", pointer)
-            .with("input", input)
+            .with("input", truncate(&input, 64))
             .with("canonical", canonical),
     }
 }

@@ -144,6 +144,18 @@ pub fn check_profiles(config: &Config, schemas: &SchemaSet) -> Result<(), Vec<St
     }
 }
 
+/// The `--metrics-listen` routes: observation only, never work, so it may face the
+/// pod network for Prometheus while the work routes stay on loopback and the socket.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(api::metrics))
+        .route("/livez", get(api::livez))
+        .route("/readyz", get(api::readyz))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .with_state(state)
+}
+
 /// The routes, identical on both listeners.
 pub fn router(state: AppState) -> Router {
     Router::new()

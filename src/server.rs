@@ -38,6 +38,8 @@ use crate::AppState;
 pub struct Listeners {
     pub unix: Option<(UnixListener, PathBuf)>,
     pub tcp: Option<TcpListener>,
+    /// Observation-only listener (`--metrics-listen`).
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -63,23 +65,26 @@ pub fn bind(cfg: &Config) -> Result<Listeners, String> {
             path.clone(),
         )),
     };
-    let tcp = match cfg.listen {
-        None => None,
-        Some(addr) => {
-            let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
-                if e.kind() == io::ErrorKind::AddrInUse {
-                    format!("--listen {addr}: address already in use (another normd, or another program)")
-                } else {
-                    format!("--listen {addr}: {e}")
-                }
-            })?;
-            std_listener
-                .set_nonblocking(true)
-                .map_err(|e| format!("--listen {addr}: {e}"))?;
-            Some(TcpListener::from_std(std_listener).map_err(|e| format!("--listen {addr}: {e}"))?)
+    let tcp = cfg.listen.map(|a| bind_tcp("--listen", a)).transpose()?;
+    let metrics = cfg
+        .metrics_listen
+        .map(|a| bind_tcp("--metrics-listen", a))
+        .transpose()?;
+    Ok(Listeners { unix, tcp, metrics })
+}
+
+fn bind_tcp(flag: &str, addr: std::net::SocketAddr) -> Result<TcpListener, String> {
+    let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            format!("{flag} {addr}: address already in use (another normd, or another program)")
+        } else {
+            format!("{flag} {addr}: {e}")
         }
-    };
-    Ok(Listeners { unix, tcp })
+    })?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{flag} {addr}: {e}"))?;
+    TcpListener::from_std(std_listener).map_err(|e| format!("{flag} {addr}: {e}"))
 }
 
 fn bind_unix(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, String> {
@@ -186,6 +191,17 @@ pub async fn run(
         accept_tasks.push(tokio::spawn(accept_loop(
             Acceptor::Tcp(listener),
             router.clone(),
+            Arc::clone(&cfg),
+            Arc::clone(&permits),
+            Arc::clone(&graceful),
+            stop_rx.clone(),
+        )));
+    }
+
+    if let Some(listener) = listeners.metrics {
+        accept_tasks.push(tokio::spawn(accept_loop(
+            Acceptor::Tcp(listener),
+            crate::metrics_router(state.clone()),
             Arc::clone(&cfg),
             Arc::clone(&permits),
             Arc::clone(&graceful),

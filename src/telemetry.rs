@@ -76,6 +76,17 @@ pub fn install_metrics() {
         let process = metrics_process::Collector::default();
         process.describe();
         describe();
+        // Series that alert on increase() must exist at 0 before their first event.
+        for result in ["ok", "error"] {
+            counter!(FLAG_RELOADS_TOTAL, "result" => result).increment(0);
+            counter!(SCHEMA_RELOADS_TOTAL, "result" => result).increment(0);
+        }
+        for reason in ["overloaded", "deadline", "memory_pressure", "disabled", "draining"] {
+            counter!(REJECTIONS_TOTAL, "reason" => reason).increment(0);
+        }
+        for listener in ["unix", "tcp"] {
+            counter!(PROBE_FAILURES_TOTAL, "listener" => listener).increment(0);
+        }
         gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => option_env!("NORMD_COMMIT").unwrap_or("unknown")).set(1.0);
         Some(Exporter { handle, process })
     });
