@@ -466,7 +466,7 @@ mod tests {
         assert_eq!(r, Err(Refusal::DeadlineExceeded));
         release_tx.send(()).unwrap();
         // The abandoned work observes that it should stop.
-        assert_eq!(seen_rx.recv().unwrap(), true);
+        assert!(seen_rx.recv().unwrap());
     }
 
     #[tokio::test]

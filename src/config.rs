@@ -34,6 +34,9 @@ pub enum Command {
     Flags(FlagsArgs),
     /// One readiness (or liveness) check over the Unix socket and/or TCP; exit 0 or 1.
     Probe(ProbeArgs),
+    /// GET a path (e.g. /metrics, /flags) over the socket or TCP and print the body —
+    /// for `kubectl exec` into an image that has no shell or curl.
+    Get(GetArgs),
 }
 
 /// Settings of `serve` (and `check`, which validates exactly what `serve` would run).
@@ -158,6 +161,10 @@ pub enum FlagsAction {
     Set {
         #[arg(required = true)]
         assignments: Vec<String>,
+        /// Start from the defaults instead of the file's content (use when the file
+        /// does not parse: the kill switch must work exactly then).
+        #[arg(long)]
+        reset: bool,
     },
 }
 
@@ -178,6 +185,22 @@ pub struct ProbeArgs {
     pub exclude: Vec<String>,
     /// Give up after this many ms per transport. [default: 1000]
     #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+}
+
+/// `normd get`.
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// Path and query, e.g. /metrics or /readyz?exclude=memory.
+    pub path: String,
+    /// Unix socket. [default: the serve default, unless --tcp is given]
+    #[arg(long, env = "NORMD_SOCKET")]
+    pub socket: Option<String>,
+    /// TCP address instead, e.g. 127.0.0.1:8081.
+    #[arg(long)]
+    pub tcp: Option<String>,
+    /// Give up after this many ms. [default: 2000]
+    #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
 }
 

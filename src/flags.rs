@@ -272,8 +272,8 @@ pub fn get_command(path: &Path) -> Result<String, String> {
 
 /// `normd flags set a.b=v ...`: edits the file atomically (temp file in the same dir,
 /// fsync, rename), so the poller never reads a half-written file.
-pub fn set_command(path: &Path, assignments: &[String]) -> Result<String, String> {
-    let mut flags = if path.exists() {
+pub fn set_command(path: &Path, assignments: &[String], reset: bool) -> Result<String, String> {
+    let mut flags = if path.exists() && !reset {
         let bytes = std::fs::read(path).map_err(|e| format!("flags {}: {e}", path.display()))?;
         parse(path, &bytes)?
     } else {
@@ -383,10 +383,10 @@ mod tests {
     fn set_edits_atomically_and_poll_sees_it_while_bad_files_keep_last_good() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("flags.json");
-        set_command(&path, &["norm.rollout_percent=25".into()]).unwrap();
+        set_command(&path, &["norm.rollout_percent=25".into()], false).unwrap();
         let flags = Flags::load(Some(path.clone())).unwrap();
         assert_eq!(flags.get("norm").rollout_percent, 25);
-        set_command(&path, &["norm.enabled=false".into()]).unwrap();
+        set_command(&path, &["norm.enabled=false".into()], false).unwrap();
         assert!(flags.poll());
         assert!(!flags.get("norm").enabled);
         assert_eq!(flags.get("norm").rollout_percent, 25);
@@ -394,7 +394,12 @@ mod tests {
         assert!(!flags.poll());
         assert!(!flags.get("norm").enabled, "last good flags kept");
         assert!(flags.snapshot().last_error.is_some());
-        assert!(set_command(&path, &["norm.rollout_percent=200".into()]).is_err());
+        assert!(set_command(&path, &["norm.rollout_percent=200".into()], false).is_err());
+        // The kill switch works on a broken file with --reset.
+        assert!(set_command(&path, &["norm.rollout_percent=0".into()], false).is_err());
+        set_command(&path, &["norm.rollout_percent=0".into()], true).unwrap();
+        assert!(flags.poll());
+        assert_eq!(flags.get("norm").rollout_percent, 0);
         // No temp files left behind.
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1);

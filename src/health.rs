@@ -285,8 +285,11 @@ impl Health {
 
     /// Publishes the gauges (ready, draining, shedding).
     pub fn publish(&self) {
-        let ready = self.failing(&[]).is_empty();
-        telemetry::health_state(ready, self.draining(), self.memory.shedding());
+        let failing = self.failing(&[]);
+        telemetry::health_state(failing.is_empty(), self.draining(), self.memory.shedding());
+        for check in CHECKS {
+            telemetry::check_state(check, !failing.contains(&check));
+        }
     }
 
     /// Names of the failing checks, ignoring `exclude`.

@@ -67,6 +67,9 @@ impl AppState {
         );
         let health = Health::new(memory, config.probe_failures);
         health.set_schemas(schemas.len());
+        schemas
+            .iter()
+            .for_each(|s| telemetry::schema_known(&s.name));
         health.memory.sample();
         telemetry::deadline_budget(config.default_deadline);
         let admission =
@@ -96,6 +99,7 @@ impl AppState {
         match result {
             Ok(set) => {
                 let count = set.len();
+                set.iter().for_each(|s| telemetry::schema_known(&s.name));
                 *self.schema_set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
                 self.health.set_schemas(count);
                 telemetry::schema_reload(true);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use normd::client::{self, Target};
-use normd::config::{self, Cli, Command, Config, FlagsAction, ProbeArgs, ServeArgs};
+use normd::config::{self, Cli, Command, Config, FlagsAction, GetArgs, ProbeArgs, ServeArgs};
 
 /// sysexits' EX_USAGE / EX_CONFIG: the operator must fix something before a retry helps.
 const EXIT_CONFIG: u8 = 78;
@@ -26,7 +26,9 @@ fn main() -> ExitCode {
             };
             let result = match &args.action {
                 FlagsAction::Get => normd::flags::get_command(&path),
-                FlagsAction::Set { assignments } => normd::flags::set_command(&path, assignments),
+                FlagsAction::Set { assignments, reset } => {
+                    normd::flags::set_command(&path, assignments, *reset)
+                }
             };
             match result {
                 Ok(text) => {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Probe(args) => probe(args),
+        Command::Get(args) => get(args),
     }
 }
 
@@ -212,5 +215,57 @@ fn probe(args: ProbeArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Prints one GET's body; exit 0 on a 2xx, 1 otherwise (the body is printed either way).
+fn get(args: GetArgs) -> ExitCode {
+    let target = match (&args.tcp, &args.socket) {
+        (Some(addr), _) => match addr.parse() {
+            Ok(a) => Target::Tcp(a),
+            Err(_) => {
+                eprintln!("normd get: --tcp {addr:?}: expected IP:PORT");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        (None, Some(s)) if !s.is_empty() => Target::Unix(s.into()),
+        _ => Target::Unix(config::default_socket_path()),
+    };
+    if !args.path.starts_with('/') {
+        eprintln!("normd get: the path must start with '/', e.g. /metrics");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report("get", &[e.to_string()], 1),
+    };
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let result = rt.block_on(client::send(
+        &target,
+        http::Method::GET,
+        &args.path,
+        &[],
+        bytes::Bytes::new(),
+        timeout,
+    ));
+    match result {
+        Ok(r) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&r.body);
+            if r.status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "normd get: {target} {}: status {}",
+                    args.path,
+                    r.status.as_u16()
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => report("get", &[e], 1),
     }
 }

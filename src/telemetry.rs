@@ -35,6 +35,7 @@ pub const FLAG_RELOADS_TOTAL: &str = "normd_flag_reloads_total";
 pub const FLAG_ENABLED: &str = "normd_flag_enabled";
 pub const FLAG_ROLLOUT_PERCENT: &str = "normd_flag_rollout_percent";
 pub const READY: &str = "normd_ready";
+pub const CHECK_OK: &str = "normd_check_ok";
 pub const DRAINING: &str = "normd_draining";
 pub const MEMORY_SHEDDING: &str = "normd_memory_shedding";
 pub const MEMORY_USAGE_BYTES: &str = "normd_memory_usage_bytes";
@@ -83,6 +84,9 @@ pub fn install_metrics() {
         }
         for reason in ["overloaded", "deadline", "memory_pressure", "disabled", "draining"] {
             counter!(REJECTIONS_TOTAL, "reason" => reason).increment(0);
+        }
+        for cause in ["client_left", "deadline"] {
+            counter!(CANCELLED_TOTAL, "cause" => cause).increment(0);
         }
         for listener in ["unix", "tcp"] {
             counter!(PROBE_FAILURES_TOTAL, "listener" => listener).increment(0);
@@ -143,7 +147,11 @@ fn describe() {
     describe_counter!(FLAG_RELOADS_TOTAL, "Flags file reloads, by result");
     describe_gauge!(FLAG_ENABLED, "1 when the endpoint's flag is enabled");
     describe_gauge!(FLAG_ROLLOUT_PERCENT, "The endpoint's rollout_percent");
-    describe_gauge!(READY, "1 when /readyz answers 200");
+    describe_gauge!(READY, "1 when /readyz answers 200 (all checks)");
+    describe_gauge!(
+        CHECK_OK,
+        "1 when the named readiness check passes (the kubelet's probe excludes memory)"
+    );
     describe_gauge!(DRAINING, "1 once a shutdown signal arrived");
     describe_gauge!(
         MEMORY_SHEDDING,
@@ -239,6 +247,12 @@ pub fn rejection(reason: &'static str) {
     counter!(REJECTIONS_TOTAL, "reason" => reason).increment(1);
 }
 
+/// Creates the failure series of every loaded schema at 0, so the first 422 shows up
+/// in `increase()`.
+pub fn schema_known(schema: &str) {
+    counter!(SCHEMA_FAILURES_TOTAL, "schema" => schema.to_owned()).increment(0);
+}
+
 pub fn schema_failure(schema: &str) {
     counter!(SCHEMA_FAILURES_TOTAL, "schema" => schema.to_owned()).increment(1);
 }
@@ -289,6 +303,10 @@ pub fn health_state(ready: bool, draining: bool, shedding: bool) {
     gauge!(READY).set(if ready { 1.0 } else { 0.0 });
     gauge!(DRAINING).set(if draining { 1.0 } else { 0.0 });
     gauge!(MEMORY_SHEDDING).set(if shedding { 1.0 } else { 0.0 });
+}
+
+pub fn check_state(check: &'static str, ok: bool) {
+    gauge!(CHECK_OK, "check" => check).set(if ok { 1.0 } else { 0.0 });
 }
 
 pub fn memory(usage: u64, limit: Option<u64>, ready_wm: Option<u64>, shed_wm: Option<u64>) {

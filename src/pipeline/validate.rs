@@ -37,6 +37,22 @@ impl Retrieve for Offline {
     }
 }
 
+/// [`Offline`], except for the schemas dir's own files (to find which file's `$ref`
+/// cannot be resolved).
+struct LocalOnly(Arc<BTreeMap<String, Value>>);
+
+impl Retrieve for LocalOnly {
+    fn retrieve(
+        &self,
+        uri: &Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        match self.0.get(uri.as_str()) {
+            Some(doc) => Ok(doc.clone()),
+            None => Offline.retrieve(uri),
+        }
+    }
+}
+
 /// One compiled schema.
 pub struct Schema {
     pub name: String,
@@ -256,13 +272,37 @@ impl SchemaSet {
         let registry = match registry {
             Ok(r) => r,
             Err(e) => {
-                errors.push(LoadError {
-                    file: files
-                        .first()
-                        .map(|f| f.1.parent().unwrap_or(&f.1).display().to_string())
-                        .unwrap_or_default(),
-                    problem: format!("cannot resolve schema references: {e}"),
-                });
+                // Name the file(s) at fault: each one alone, with the other files
+                // available and still nothing retrieved, must resolve.
+                let mut local = BTreeMap::new();
+                for (_, _, uri, id, _, doc) in &docs {
+                    local.insert(uri.clone(), doc.clone());
+                    if let Some(id) = id {
+                        local.insert(id.clone(), doc.clone());
+                    }
+                }
+                let local = Arc::new(local);
+                for (_, path, uri, _, _, doc) in &docs {
+                    let alone = Registry::new()
+                        .retriever(LocalOnly(Arc::clone(&local)))
+                        .extend([(uri.clone(), doc.clone())])
+                        .and_then(|b| b.prepare());
+                    if let Err(e) = alone {
+                        errors.push(LoadError {
+                            file: path.display().to_string(),
+                            problem: format!("cannot resolve schema references: {e}"),
+                        });
+                    }
+                }
+                if errors.is_empty() {
+                    errors.push(LoadError {
+                        file: files
+                            .first()
+                            .map(|f| f.1.parent().unwrap_or(&f.1).display().to_string())
+                            .unwrap_or_default(),
+                        problem: format!("cannot resolve schema references: {e}"),
+                    });
+                }
                 return Err(errors);
             }
         };
