@@ -147,11 +147,11 @@ fn stages(c: &mut Criterion) {
 fn telemetry_cost(c: &mut Criterion) {
     let mut g = c.benchmark_group("telemetry");
     g.bench_function("per-request metrics, no recorder", |b| {
-        b.iter(|| record_one_request())
+        b.iter(record_one_request)
     });
     normd::telemetry::install_metrics();
     g.bench_function("per-request metrics, prometheus recorder", |b| {
-        b.iter(|| record_one_request())
+        b.iter(record_one_request)
     });
     g.finish();
 }
