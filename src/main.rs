@@ -74,6 +74,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             Ok(s) => s,
             Err(errors) => return report("startup", &errors, EXIT_CONFIG),
         };
+        let signals = match normd::shutdown::Signals::install() {
+            Ok(s) => s,
+            Err(e) => return report("signals", &[e.to_string()], 1),
+        };
         let listeners = match normd::server::bind(&config) {
             Ok(l) => l,
             Err(e) => return report("listen", &[e], 1),
@@ -89,7 +93,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             startup_ms = started.elapsed().as_secs_f64() * 1000.0,
             "normd serving"
         );
-        match normd::server::run(Arc::new(config), state, listeners, normd::shutdown::signal()).await {
+        match normd::server::run(Arc::new(config), state, listeners, signals).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => report("serve", &[e], 1),
         }

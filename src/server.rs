@@ -9,7 +9,6 @@
 //! never leaves the socket with default permissions: mode and group are applied right
 //! after bind, and failure to do so fails startup.
 
-use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -36,7 +35,7 @@ use crate::AppState;
 
 /// Bound listeners, before serving.
 pub struct Listeners {
-    pub unix: Option<(UnixListener, PathBuf)>,
+    pub unix: Option<(UnixListener, PathBuf, SocketId)>,
     pub tcp: Option<TcpListener>,
     /// Observation-only listener (`--metrics-listen`).
     pub metrics: Option<TcpListener>,
@@ -46,7 +45,7 @@ impl Listeners {
     /// Self-probe targets for the listeners that are on.
     pub fn targets(&self) -> Vec<(&'static str, Target)> {
         let mut t = Vec::new();
-        if let Some((_, path)) = &self.unix {
+        if let Some((_, path, _)) = &self.unix {
             t.push(("unix", Target::Unix(path.clone())));
         }
         if let Some(addr) = self.tcp.as_ref().and_then(|l| l.local_addr().ok()) {
@@ -60,10 +59,12 @@ impl Listeners {
 pub fn bind(cfg: &Config) -> Result<Listeners, String> {
     let unix = match &cfg.socket {
         None => None,
-        Some(path) => Some((
-            bind_unix(path, cfg.socket_mode, cfg.socket_group.as_deref())?,
-            path.clone(),
-        )),
+        Some(path) => {
+            let listener = bind_unix(path, cfg.socket_mode, cfg.socket_group.as_deref())?;
+            let id = SocketId::of(path)
+                .ok_or_else(|| format!("--socket {}: vanished right after bind", path.display()))?;
+            Some((listener, path.clone(), id))
+        }
     };
     let tcp = cfg.listen.map(|a| bind_tcp("--listen", a)).transpose()?;
     let metrics = cfg
@@ -71,6 +72,18 @@ pub fn bind(cfg: &Config) -> Result<Listeners, String> {
         .map(|a| bind_tcp("--metrics-listen", a))
         .transpose()?;
     Ok(Listeners { unix, tcp, metrics })
+}
+
+/// Device and inode of the socket file we bound, to recognise it at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketId(u64, u64);
+
+impl SocketId {
+    pub fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path).ok()?;
+        Some(Self(m.dev(), m.ino()))
+    }
 }
 
 fn bind_tcp(flag: &str, addr: std::net::SocketAddr) -> Result<TcpListener, String> {
@@ -167,17 +180,19 @@ pub async fn run(
     cfg: Arc<Config>,
     state: AppState,
     listeners: Listeners,
-    signal: impl Future<Output = ()> + Send,
+    signals: shutdown::Signals,
 ) -> Result<(), String> {
+    let mut signals = signals;
+    let hup = signals.hup.take();
     let targets = listeners.targets();
     let router = crate::router(state.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
-    let socket_path = listeners.unix.as_ref().map(|(_, p)| p.clone());
+    let socket_path = listeners.unix.as_ref().map(|(_, p, id)| (p.clone(), *id));
 
     let mut accept_tasks = Vec::new();
-    if let Some((listener, _)) = listeners.unix {
+    if let Some((listener, _, _)) = listeners.unix {
         accept_tasks.push(tokio::spawn(accept_loop(
             Acceptor::Unix(listener),
             router.clone(),
@@ -209,9 +224,9 @@ pub async fn run(
         )));
     }
 
-    let background = spawn_background(&cfg, &state, targets, stop_rx.clone());
+    let background = spawn_background(&cfg, &state, targets, stop_rx.clone(), hup);
 
-    signal.await;
+    signals.shutdown().await;
     let signalled = Instant::now();
     shutdown::drain(
         &cfg,
@@ -220,7 +235,7 @@ pub async fn run(
         stop_tx,
         accept_tasks,
         graceful,
-        socket_path.as_deref(),
+        socket_path.as_ref().map(|(p, id)| (p.as_path(), *id)),
     )
     .await;
     for task in background {
@@ -398,6 +413,7 @@ fn spawn_background(
     state: &AppState,
     targets: Vec<(&'static str, Target)>,
     stop: watch::Receiver<bool>,
+    hup: Option<tokio::signal::unix::Signal>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
 
@@ -453,9 +469,7 @@ fn spawn_background(
 
     let st = state.clone();
     tasks.push(tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP; schema reload by signal is off");
+        let Some(mut hup) = hup else {
             return;
         };
         while hup.recv().await.is_some() {

@@ -12,27 +12,37 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::AppState;
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-                _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; waiting for ctrl-c only");
-            let _ = tokio::signal::ctrl_c().await;
+/// The signal streams, installed before normd says it is serving: a SIGTERM that
+/// arrives right after startup must drain, not kill the process with the default action.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    /// Taken by the schema-reload task.
+    pub hup: Option<Signal>,
+}
+
+impl Signals {
+    /// Must run inside the tokio runtime.
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: Some(signal(SignalKind::hangup())?),
+        })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    pub async fn shutdown(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = self.int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
         }
     }
 }
@@ -45,7 +55,7 @@ pub async fn drain(
     stop_accepting: watch::Sender<bool>,
     accept_tasks: Vec<JoinHandle<()>>,
     graceful: Arc<GracefulShutdown>,
-    socket: Option<&Path>,
+    socket: Option<(&Path, crate::server::SocketId)>,
 ) {
     state.health.set_draining();
     tracing::info!(
@@ -59,13 +69,14 @@ pub async fn drain(
     for task in accept_tasks {
         let _ = task.await;
     }
-    if let Some(path) = socket {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove socket file")
+    if let Some((path, ours)) = socket {
+        // Only our own socket file: another instance may have bound the path since.
+        if crate::server::SocketId::of(path) == Some(ours) {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove socket file");
             }
+        } else {
+            tracing::warn!(path = %path.display(), "socket file is gone or replaced; not removing it");
         }
     }
     tracing::info!(

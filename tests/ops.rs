@@ -278,6 +278,8 @@ fn metrics_parse_have_every_series_and_count_exactly() {
         delta("normd_flag_reloads_total", &[("result", "error")]),
         0.0
     );
+    // The self-probe's canaries are counted apart, not as /norm traffic.
+    assert!(m.sum("normd_requests_total", &[("route", "probe")]) >= 1.0);
     assert_eq!(m.sum("normd_inflight_requests", &[]), 0.0);
     assert_eq!(m.sum("normd_queue_depth", &[]), 0.0);
     assert_eq!(

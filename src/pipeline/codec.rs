@@ -178,6 +178,9 @@ fn brotli_compress(level: i32, input: &[u8], stop: &dyn Stop) -> Result<Vec<u8>,
         // A window no larger than the payload keeps the encoder's allocation small for
         // the few-KB documents normd sees; 10 is brotli's minimum, 22 its default.
         lgwin: window_log(input.len()).clamp(10, 22) as i32,
+        // 64 KiB input blocks (brotli's minimum): the encoder works a block at a time,
+        // so this bounds the work between two stop checks even at quality 11.
+        lgblock: 16,
         size_hint: input.len(),
         ..Default::default()
     };
