@@ -748,21 +748,26 @@ pub async fn metrics() -> Response {
 
 pub async fn flags(State(state): State<AppState>) -> Response {
     let snap = state.flags.snapshot();
-    axum::Json(json!({
+    let mut doc = json!({
         "version": snap.version,
         "mtime": snap.mtime,
         "source": snap.source,
         "flags": snap.flags,
         "last_error": snap.last_error,
-    }))
-    .into_response()
+    });
+    // Also in the flags file's own shape (`{"norm": {...}, ...}`), so a client may read
+    // GET /flags exactly like the file.
+    for (endpoint, flag) in &snap.flags {
+        doc[endpoint.as_str()] = json!(flag);
+    }
+    axum::Json(doc).into_response()
 }
 
 pub async fn schemas(State(state): State<AppState>) -> Response {
     let set = state.schemas();
     let list: Vec<_> = set
         .iter()
-        .map(|s| json!({"name": s.name, "id": s.id, "sha256": s.sha256, "path": s.path}))
+        .map(|s| json!({"name": s.name, "id": s.id, "$id": s.id, "sha256": s.sha256, "path": s.path}))
         .collect();
     axum::Json(json!({
         "dir": set.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "embedded".into()),
