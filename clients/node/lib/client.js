@@ -39,6 +39,7 @@ const LOCAL_TIMEOUT = 'NORMD_LOCAL_TIMEOUT';
  * @property {number} [maxFreeSockets] idle sockets kept, default = maxSockets
  * @property {number} [deadlineMs] default budget per call, sent as X-Deadline-Ms, default 20
  * @property {number} [timeoutSlackMs] local timeout = deadline + this, default 5
+ * @property {number} [idleSocketTimeoutMs] idle keep-alive sockets are closed after this, default 5000 (below normd's 10 s header-read timeout)
  * @property {(body: any, ctx: FallbackContext) => any} [fallback] in-app implementation of the same job
  * @property {string} [profile] default ?profile=
  * @property {string} [schema] default ?schema=
@@ -105,6 +106,9 @@ class NormdClient {
     const maxSockets = positiveNumber('maxSockets', opts.maxSockets, 32) || 1;
     this._agent = new http.Agent({
       keepAlive: true,
+      // Close idle keep-alive sockets before normd's --header-read-timeout-ms (10 s by
+      // default) does, so a request is rarely written onto a socket the server is closing.
+      timeout: positiveNumber('idleSocketTimeoutMs', opts.idleSocketTimeoutMs, 5000),
       maxSockets,
       maxFreeSockets: positiveNumber('maxFreeSockets', opts.maxFreeSockets, maxSockets),
       scheduling: 'lifo',
