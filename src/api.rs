@@ -185,6 +185,7 @@ async fn work_inner(
     received: Instant,
 ) -> Result<Response, Failed> {
     let (parts, body) = req.into_parts();
+    let mut unread = Unread::new(body, state.config.max_body_bytes);
     let headers = &parts.headers;
     let is_probe = headers
         .get(PROBE_HEADER)
@@ -244,6 +245,7 @@ async fn work_inner(
         .and_then(|v| v.parse::<usize>().ok());
     if let Some(len) = declared_len {
         if len > max_body {
+            unread.close_connection();
             return Err(fail(
                 Problem::new(
                     Code::PayloadTooLarge,
@@ -265,8 +267,11 @@ async fn work_inner(
         .map_err(|r| fail(refusal_problem(r)))?;
 
     // Read the body under both the size cap and the deadline.
-    let collected =
-        tokio::time::timeout_at(deadline.into(), Limited::new(body, max_body).collect()).await;
+    let collected = tokio::time::timeout_at(
+        deadline.into(),
+        Limited::new(unread.take(), max_body).collect(),
+    )
+    .await;
     let raw: Bytes = match collected {
         Err(_) => return Err(fail(refusal_problem(Refusal::DeadlineExceeded))),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -371,6 +376,56 @@ async fn work_inner(
     telemetry::bytes(route.name(), in_bytes, out_len);
     response.extensions_mut().insert(InBytes(in_bytes));
     Ok(response)
+}
+
+/// The request body until a handler reads it. A call refused before reading its body
+/// still has the body discarded (streamed to nowhere, bounded in bytes and time) by a
+/// background task, so the client sees the 429/503 instead of a connection reset
+/// mid-upload, and the keep-alive connection survives. Nothing is buffered.
+struct Unread {
+    body: Option<axum::body::Body>,
+    limit: usize,
+}
+
+impl Unread {
+    fn new(body: axum::body::Body, limit: usize) -> Self {
+        Self {
+            body: Some(body),
+            limit,
+        }
+    }
+
+    fn take(&mut self) -> axum::body::Body {
+        self.body.take().unwrap_or_default()
+    }
+
+    /// Over the size cap: do not read it, let the connection close.
+    fn close_connection(&mut self) {
+        self.limit = 0;
+    }
+}
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        let (Some(mut body), limit) = (self.body.take(), self.limit) else {
+            return;
+        };
+        if limit == 0 || http_body::Body::is_end_stream(&body) {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut seen = 0usize;
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    seen += frame.data_ref().map_or(0, |d| d.len());
+                    if seen > limit {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+    }
 }
 
 enum Done {

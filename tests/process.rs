@@ -627,3 +627,47 @@ fn a_client_that_leaves_cancels_its_queued_work() {
     let ok = n.unix("POST", "/normalize", &OK_CALL, r#"{"after":1}"#);
     assert_eq!(status_of(&ok), 200);
 }
+
+/// A call refused before its body was read keeps its keep-alive connection: normd
+/// answers 429 at once and discards the upload in the background (nothing buffered), so
+/// the client reads the 429 rather than a reset, and the next request on the same
+/// connection is served.
+#[test]
+fn a_refused_upload_is_discarded_and_the_connection_kept() {
+    use std::io::Write;
+    let n = start(&[&[
+        "--workers",
+        "1",
+        "--max-queue",
+        "1",
+        "--max-deadline-ms",
+        "60000",
+    ]]);
+    wait_first_probe_round(&n);
+    let held = hold_queue(&n, 1, 1);
+
+    let mut s = std::os::unix::net::UnixStream::connect(n.socket_path()).expect("connect");
+    let body = vec![b' '; 64 * 1024];
+    let head = format!(
+        "POST /norm HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nX-Deadline-Ms: 60000\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("head");
+    let refused = parse_raw_response(&read_reply_bytes(&mut s));
+    assert_problem(&refused, 429, "overloaded");
+    // The refused body still goes through in full, and the connection stays open.
+    s.write_all(&body)
+        .expect("the refused body is accepted and discarded");
+    s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("second request");
+    let next = parse_raw_response(&read_reply_bytes(&mut s));
+    assert_eq!(
+        status_of(&next),
+        200,
+        "same connection serves the next call"
+    );
+
+    let (status, _, _) = held.into_iter().next().expect("held").finish();
+    assert_eq!(status.as_u16(), 200);
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# CI's load-test smoke run: every section of run.py for a few seconds at small rates,
+# with target/release/normd if present, else target/debug/normd. No thresholds: it
+# checks only that every step ran and wrote its report files (results/smoke/).
+# Installs oha (cached at ~/.cache/normd-loadtest, see tools.sh) and matplotlib itself.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(dirname "$here")"
+started=$(date +%s)
+
+# shellcheck source=tools.sh
+source "$here/tools.sh"
+echo "loadtest smoke: tools ready in $(( $(date +%s) - started ))s"
+
+tdir="${CARGO_TARGET_DIR:-$repo/target}"
+case "$tdir" in /*) ;; *) tdir="$repo/$tdir" ;; esac
+if [ -z "${NORMD_BIN:-}" ]; then
+  if [ -x "$tdir/release/normd" ]; then NORMD_BIN="$tdir/release/normd"
+  else
+    [ -x "$tdir/debug/normd" ] || (cd "$repo" && cargo build --locked --bin normd)
+    NORMD_BIN="$tdir/debug/normd"
+  fi
+fi
+
+out="$here/results/smoke"
+rm -rf "$out"
+t0=$(date +%s)
+"$PY" "$here/run.py" --smoke --normd "$NORMD_BIN" --out "$out"
+
+missing=0
+for f in report.md results.json latency-4k.png overload.png before-after.png \
+         raw/sat-4k-unix.oha.json raw/sat-4k-tcp.oha.json raw/sat-1k-unix.oha.json raw/sat-64k-unix.oha.json \
+         raw/rate25-4k-unix.oha.json raw/rate50-4k-unix.oha.json raw/rate75-4k-unix.oha.json \
+         raw/rate25-4k-tcp.oha.json raw/rate50-4k-tcp.oha.json raw/rate75-4k-tcp.oha.json \
+         raw/overload-4k-unix.oha.json raw/reject-4k-unix.oha.json raw/overload-64k-unix.oha.json raw/livez-floor-unix.oha.json \
+         raw/app0-4k.oha.json raw/app100-4k.oha.json raw/app0-stats.json raw/app100-stats.json \
+         raw/criterion-pipeline.txt; do
+  if [ ! -s "$out/$f" ]; then echo "loadtest smoke: missing $out/$f" >&2; missing=1; fi
+done
+"$PY" - "$out/results.json" <<'PY' || missing=1
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["meta"]["complete"], "run.py did not complete"
+for s in "abcd":
+    assert s in r, f"section {s} missing"
+assert r["a"]["sat"]["unix"]["requests"] > 0 and r["a"]["sat"]["tcp"]["requests"] > 0
+assert r["c"]["runs"]["0"]["served"] > 0 and r["c"]["runs"]["100"]["served"] > 0
+assert r["d"]["ops_per_s"] > 0
+PY
+[ "$missing" = 0 ] || { echo "loadtest smoke: FAILED" >&2; exit 1; }
+echo "loadtest smoke: ok (run.py $(( $(date +%s) - t0 ))s, total $(( $(date +%s) - started ))s); report: $out/report.md"
