@@ -8,6 +8,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
 started=$(date +%s)
 
+export NORMD_LOADTEST_SMOKE=1
 # shellcheck source=tools.sh
 source "$here/tools.sh"
 echo "loadtest smoke: tools ready in $(( $(date +%s) - started ))s"
