@@ -100,6 +100,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
+/// A one-thread runtime for the short-lived client subcommands (`probe`, `get`).
+fn client_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 fn report(stage: &str, errors: &[String], code: u8) -> ExitCode {
     for e in errors {
         eprintln!("normd {stage}: {e}");
@@ -181,10 +188,7 @@ fn probe(args: ProbeArgs) -> ExitCode {
     } else {
         format!("/readyz?exclude={}", args.exclude.join(","))
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match client_runtime() {
         Ok(rt) => rt,
         Err(e) => return report("probe", &[e.to_string()], 1),
     };
@@ -239,10 +243,7 @@ fn get(args: GetArgs) -> ExitCode {
         eprintln!("normd get: the path must start with '/', e.g. /metrics");
         return ExitCode::from(EXIT_USAGE);
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match client_runtime() {
         Ok(rt) => rt,
         Err(e) => return report("get", &[e.to_string()], 1),
     };

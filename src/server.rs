@@ -191,38 +191,33 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
     let socket_path = listeners.unix.as_ref().map(|(_, p, id)| (p.clone(), *id));
 
-    let mut accept_tasks = Vec::new();
+    // The work routes on the socket and TCP; observation only on --metrics-listen.
+    let mut acceptors = Vec::new();
     if let Some((listener, _, _)) = listeners.unix {
-        accept_tasks.push(tokio::spawn(accept_loop(
-            Acceptor::Unix(listener),
-            router.clone(),
-            Arc::clone(&cfg),
-            Arc::clone(&permits),
-            Arc::clone(&graceful),
-            stop_rx.clone(),
-        )));
+        acceptors.push((Acceptor::Unix(listener), router.clone()));
     }
     if let Some(listener) = listeners.tcp {
-        accept_tasks.push(tokio::spawn(accept_loop(
-            Acceptor::Tcp(listener),
-            router.clone(),
-            Arc::clone(&cfg),
-            Arc::clone(&permits),
-            Arc::clone(&graceful),
-            stop_rx.clone(),
-        )));
+        acceptors.push((Acceptor::Tcp(listener), router.clone()));
     }
-
     if let Some(listener) = listeners.metrics {
-        accept_tasks.push(tokio::spawn(accept_loop(
+        acceptors.push((
             Acceptor::Tcp(listener),
             crate::metrics_router(state.clone()),
-            Arc::clone(&cfg),
-            Arc::clone(&permits),
-            Arc::clone(&graceful),
-            stop_rx.clone(),
-        )));
+        ));
     }
+    let accept_tasks: Vec<_> = acceptors
+        .into_iter()
+        .map(|(acceptor, routes)| {
+            tokio::spawn(accept_loop(
+                acceptor,
+                routes,
+                Arc::clone(&cfg),
+                Arc::clone(&permits),
+                Arc::clone(&graceful),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
 
     let background = spawn_background(&cfg, &state, targets, stop_rx.clone(), hup);
 
