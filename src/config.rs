@@ -362,16 +362,6 @@ pub fn default_socket_path() -> PathBuf {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
 
 impl Config {
-    /// A config with every default and no listeners: the base for tests.
-    pub fn for_tests() -> Self {
-        let mut c = Config::resolve(ServeArgs::default(), FileConfig::default())
-            .expect("defaults are valid");
-        c.socket = None;
-        c.listen = None;
-        c.schemas = SchemaSource::Embedded;
-        c
-    }
-
     /// Reads the config file named by `args` (if any) and resolves everything.
     pub fn load(args: ServeArgs) -> Result<Self, Vec<String>> {
         let file = match &args.config {

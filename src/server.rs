@@ -448,7 +448,7 @@ fn spawn_background(
         }
     }));
 
-    if st_has_flags_file(state) {
+    if state.flags.path().is_some() {
         let st = state.clone();
         let period = cfg.flags_poll;
         tasks.push(tokio::spawn(async move {
@@ -473,8 +473,4 @@ fn spawn_background(
         }
     }));
     tasks
-}
-
-fn st_has_flags_file(state: &AppState) -> bool {
-    state.flags.path().is_some()
 }
