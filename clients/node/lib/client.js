@@ -9,6 +9,7 @@
 
 const http = require('node:http');
 const { CircuitBreaker } = require('./breaker');
+const { DeadlineQueue } = require('./deadlines');
 const { inRollout, clampPercent } = require('./rollout');
 const { NormdError, NormdUnavailableError, NormdClosedError } = require('./errors');
 
@@ -99,9 +100,10 @@ class NormdClient {
   /** @param {NormdClientOptions} opts */
   constructor(opts = {}) {
     if (!opts.socketPath && !opts.port) throw new TypeError('NormdClient needs socketPath and/or port');
+    /** @type {Array<{name: 'unix'|'tcp', socketPath?: string, host?: string, port?: number}>} */
     this._transports = [];
-    if (opts.socketPath) this._transports.push({ name: 'unix', req: { socketPath: opts.socketPath } });
-    if (opts.port) this._transports.push({ name: 'tcp', req: { host: opts.host || '127.0.0.1', port: opts.port } });
+    if (opts.socketPath) this._transports.push({ name: 'unix', socketPath: opts.socketPath });
+    if (opts.port) this._transports.push({ name: 'tcp', host: opts.host || '127.0.0.1', port: opts.port });
 
     const maxSockets = positiveNumber('maxSockets', opts.maxSockets, 32) || 1;
     this._agent = new http.Agent({
@@ -123,6 +125,8 @@ class NormdClient {
     this._maxResponseBytes = positiveNumber('maxResponseBytes', opts.maxResponseBytes, 64 * 1024 * 1024);
     this._now = opts.now || (() => performance.now());
     this._breaker = new CircuitBreaker({ ...(opts.breaker || {}), now: this._now });
+    /** Local deadlines of every in-flight request, on one unref'd timer. */
+    this._deadlines = new DeadlineQueue();
     this._closed = false;
 
     /** @type {number|undefined} */
@@ -277,83 +281,12 @@ class NormdClient {
    * normd sees the connection close), or with the socket error.
    * Tries the next transport when the socket cannot be connected at all, and
    * retries once when a reused keep-alive socket turns out to be dead.
+   * The state of the exchange lives in one Exchange object (see below).
    * @returns {Promise<{status: number, headers: import('node:http').IncomingHttpHeaders, body: Buffer, transport: string}>}
    */
   _request(method, path, headers, payload, timeoutMs) {
-    const deadlineAt = performance.now() + timeoutMs;
     return new Promise((resolve, reject) => {
-      const attempt = (ti, retried) => {
-        const transport = this._transports[ti];
-        let settled = false;
-        let gotResponse = false;
-        /** @type {Error|null} */
-        let timedOut = null;
-        const req = http.request({ ...transport.req, agent: this._agent, method, path, headers });
-        const timer = setTimeout(() => {
-          timedOut = new Error(`normd did not answer within ${timeoutMs} ms`);
-          /** @type {any} */ (timedOut).code = LOCAL_TIMEOUT;
-          req.destroy(timedOut);
-        }, Math.max(0, deadlineAt - performance.now()));
-
-        const fail = (/** @type {any} */ err) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          // Destroying the request makes req and res emit in either order;
-          // whichever comes first, the cause was our timer.
-          if (timedOut) err = timedOut;
-          const code = err && err.code;
-          const left = deadlineAt - performance.now();
-          if (!gotResponse && code !== LOCAL_TIMEOUT && left > 0) {
-            if (CONNECT_CODES.has(code) && ti + 1 < this._transports.length) {
-              this._c.transport_failovers++;
-              attempt(ti + 1, retried);
-              return;
-            }
-            if (!retried && req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE')) {
-              // A keep-alive socket normd had already closed: safe to resend, the work is pure.
-              this._c.retries++;
-              attempt(ti, true);
-              return;
-            }
-          }
-          reject(err);
-        };
-
-        req.on('error', fail);
-        req.on('response', (res) => {
-          gotResponse = true;
-          const chunks = [];
-          let size = 0;
-          res.on('data', (c) => {
-            size += c.length;
-            if (size > this._maxResponseBytes) {
-              const e = new Error(`normd response larger than ${this._maxResponseBytes} bytes`);
-              /** @type {any} */ (e).code = 'NORMD_RESPONSE_TOO_LARGE';
-              req.destroy(e);
-              return;
-            }
-            chunks.push(c);
-          });
-          res.on('error', fail);
-          res.on('close', () => {
-            if (!res.complete) {
-              const e = new Error('normd closed the connection mid-response');
-              /** @type {any} */ (e).code = 'ECONNRESET';
-              fail(e);
-            }
-          });
-          res.on('end', () => {
-            if (settled) return;
-            settled = true;
-            clearTimeout(timer);
-            this._c.by_transport[transport.name]++;
-            resolve({ status: res.statusCode || 0, headers: res.headers, body: Buffer.concat(chunks, size), transport: transport.name });
-          });
-        });
-        req.end(payload);
-      };
-      attempt(0, false);
+      new Exchange(this, method, path, headers, payload, timeoutMs, resolve, reject).start();
     });
   }
 
@@ -449,6 +382,225 @@ class NormdClient {
     this._timer = null;
     this._agent.destroy();
   }
+}
+
+/** The exchange a ClientRequest belongs to; cleared when that attempt is over. */
+const kExchange = Symbol('normd.exchange');
+
+/**
+ * One HTTP exchange with normd across its attempts (transport failover, one
+ * retry on a dead keep-alive socket), and its own entry in the client's
+ * DeadlineQueue.
+ *
+ * Why a class and module-level listeners instead of closures: everything here
+ * lives for the whole socket round trip, and what is alive when a scavenge
+ * runs gets copied, and promoted if it is still alive at the next one. Per
+ * call this is one object (plus the promise and its two resolving
+ * functions), where there were half a dozen closures, their contexts and a
+ * Timeout; the listeners below are
+ * shared by all calls and find their exchange through `req[kExchange]`
+ * (`this` is the emitter: the request, or the response whose `.req` it is).
+ * An attempt that is over has `req[kExchange] = null`, so its late events
+ * (the destroy of a timed-out request, a close after an error) are ignored.
+ */
+class Exchange {
+  /**
+   * @param {NormdClient} client
+   * @param {string} method
+   * @param {string} path
+   * @param {Record<string, string>} headers
+   * @param {Buffer|undefined} payload
+   * @param {number} timeoutMs local timeout of the whole exchange, all attempts included
+   * @param {(r: {status: number, headers: import('node:http').IncomingHttpHeaders, body: Buffer, transport: string}) => void} resolve
+   * @param {(err: Error) => void} reject
+   */
+  constructor(client, method, path, headers, payload, timeoutMs, resolve, reject) {
+    this.client = client;
+    this.method = method;
+    this.path = path;
+    this.headers = headers;
+    this.payload = payload;
+    this.timeoutMs = timeoutMs;
+    this.resolve = resolve;
+    this.reject = reject;
+    /** DeadlineQueue entry: absolute local deadline (performance.now() clock) and heap slot. */
+    this.deadlineAt = performance.now() + timeoutMs;
+    this.deadlineIndex = -1;
+    /** Index in client._transports of the current attempt. */
+    this.ti = 0;
+    this.retried = false;
+    /** @type {import('node:http').ClientRequest|null} the current attempt */
+    this.req = null;
+    this.gotResponse = false;
+    /** @type {Buffer[]|null} body chunks */
+    this.chunks = null;
+    this.size = 0;
+  }
+
+  start() {
+    // First the request (http.request throws synchronously on a bad header,
+    // and then there must be no deadline left queued), then the deadline.
+    this._attempt();
+    this.client._deadlines.add(this);
+  }
+
+  _attempt() {
+    const c = this.client;
+    const t = c._transports[this.ti];
+    // A fixed-shape literal rather than a spread of the transport's options:
+    // http.request copies it, so it is garbage as soon as the call returns.
+    const req = http.request(t.socketPath !== undefined
+      ? { socketPath: t.socketPath, agent: c._agent, method: this.method, path: this.path, headers: this.headers }
+      : { host: t.host, port: t.port, agent: c._agent, method: this.method, path: this.path, headers: this.headers });
+    req[kExchange] = this;
+    this.req = req;
+    this.gotResponse = false;
+    req.on('error', onRequestError);
+    req.on('response', onRequestResponse);
+    req.end(this.payload);
+  }
+
+  /** The exchange is over (answered or failed): stop its deadline, ignore its request's later events. */
+  _settle() {
+    this.client._deadlines.remove(this);
+    /** @type {any} */ (this.req)[kExchange] = null;
+  }
+
+  /**
+   * The current attempt failed: fail over to the next transport, retry once
+   * on a dead keep-alive socket, or reject.
+   * @param {any} err
+   */
+  fail(err) {
+    const c = this.client;
+    const req = /** @type {import('node:http').ClientRequest} */ (this.req);
+    const code = err && err.code;
+    if (!this.gotResponse && performance.now() < this.deadlineAt) {
+      if (CONNECT_CODES.has(code) && this.ti + 1 < c._transports.length) {
+        c._c.transport_failovers++;
+        /** @type {any} */ (req)[kExchange] = null;
+        this.ti++;
+        this._attempt();
+        return;
+      }
+      if (!this.retried && req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE')) {
+        // A keep-alive socket normd had already closed: safe to resend, the work is pure.
+        c._c.retries++;
+        /** @type {any} */ (req)[kExchange] = null;
+        this.retried = true;
+        this._attempt();
+        return;
+      }
+    }
+    this._settle();
+    this.reject(err);
+  }
+
+  /**
+   * The response is unusable (too large): fail the exchange now and destroy
+   * the request, so the connection is not reused.
+   * @param {Error} err
+   */
+  _cut(err) {
+    const req = /** @type {import('node:http').ClientRequest} */ (this.req);
+    this.fail(err);
+    req.destroy(err);
+  }
+
+  /** DeadlineQueue callback: the local deadline passed without a complete answer. */
+  onDeadline() {
+    const req = /** @type {import('node:http').ClientRequest} */ (this.req);
+    const err = new Error(`normd did not answer within ${this.timeoutMs} ms`);
+    /** @type {any} */ (err).code = LOCAL_TIMEOUT;
+    // Settle first, then destroy: whatever the destroy makes req/res emit, in
+    // whichever order, finds no exchange, so the cause stays our timeout.
+    this._settle();
+    this.reject(err);
+    req.destroy(err); // normd sees the connection close and stops working for nobody
+  }
+
+  /** @param {import('node:http').IncomingMessage} res */
+  onResponse(res) {
+    this.gotResponse = true;
+    this.chunks = [];
+    this.size = 0;
+    res.on('data', onResponseData);
+    res.on('error', onResponseError);
+    res.on('close', onResponseClose);
+    res.on('end', onResponseEnd);
+  }
+
+  /** @param {Buffer} chunk */
+  onData(chunk) {
+    const size = this.size + chunk.length;
+    if (size > this.client._maxResponseBytes) {
+      this._cut(tooLargeError(this.client._maxResponseBytes));
+      return;
+    }
+    /** @type {Buffer[]} */ (this.chunks).push(chunk);
+    this.size = size;
+  }
+
+  /** @param {import('node:http').IncomingMessage} res */
+  onEnd(res) {
+    const body = Buffer.concat(/** @type {Buffer[]} */ (this.chunks), this.size);
+    const transport = this.client._transports[this.ti].name;
+    this._settle();
+    this.client._c.by_transport[transport]++;
+    this.resolve({ status: res.statusCode || 0, headers: res.headers, body, transport });
+  }
+}
+
+// The shared listeners. `this` is the emitter (see Exchange).
+
+/** @this {import('node:http').ClientRequest} @param {Error} err */
+function onRequestError(err) {
+  const ex = this[kExchange];
+  if (ex) ex.fail(err);
+}
+
+/** @this {import('node:http').ClientRequest} @param {import('node:http').IncomingMessage} res */
+function onRequestResponse(res) {
+  const ex = this[kExchange];
+  if (ex) ex.onResponse(res);
+  else res.resume(); // an attempt already over: drain, never buffer
+}
+
+/** @this {import('node:http').IncomingMessage} @param {Buffer} chunk */
+function onResponseData(chunk) {
+  const ex = this.req[kExchange];
+  if (ex) ex.onData(chunk);
+}
+
+/** @this {import('node:http').IncomingMessage} @param {Error} err */
+function onResponseError(err) {
+  const ex = this.req[kExchange];
+  if (ex) ex.fail(err);
+}
+
+/** @this {import('node:http').IncomingMessage} */
+function onResponseClose() {
+  const ex = this.req[kExchange];
+  if (ex && !this.complete) ex.fail(cutResponseError('normd closed the connection mid-response'));
+}
+
+/** @this {import('node:http').IncomingMessage} */
+function onResponseEnd() {
+  const ex = this.req[kExchange];
+  if (ex) ex.onEnd(this);
+}
+
+/** A response cut short: counted like a reset connection. */
+function cutResponseError(message) {
+  const e = new Error(message);
+  /** @type {any} */ (e).code = 'ECONNRESET';
+  return e;
+}
+
+function tooLargeError(max) {
+  const e = new Error(`normd response larger than ${max} bytes`);
+  /** @type {any} */ (e).code = 'NORMD_RESPONSE_TOO_LARGE';
+  return e;
 }
 
 /**
