@@ -432,7 +432,9 @@ class Exchange {
     /** @type {import('node:http').ClientRequest|null} the current attempt */
     this.req = null;
     this.gotResponse = false;
-    /** @type {Buffer[]|null} body chunks */
+    /** @type {Buffer|null} body preallocated from Content-Length, filled up to `size` */
+    this.body = null;
+    /** @type {Buffer[]|null} body chunks when there is no Content-Length */
     this.chunks = null;
     this.size = 0;
   }
@@ -522,7 +524,22 @@ class Exchange {
   /** @param {import('node:http').IncomingMessage} res */
   onResponse(res) {
     this.gotResponse = true;
-    this.chunks = [];
+    const max = this.client._maxResponseBytes;
+    const declared = this.method === 'HEAD' ? -1 : declaredLength(res);
+    if (declared > max) {
+      // Known too large before a byte of it is read or allocated.
+      this._cut(tooLargeError(max));
+      return;
+    }
+    if (declared >= 0) {
+      // The common case: one buffer of the announced size, filled in place,
+      // instead of a chunk list and a Buffer.concat copy at the end.
+      // allocUnsafe is fine: 'end' checks that every byte was written before
+      // the buffer is handed out.
+      this.body = Buffer.allocUnsafe(declared);
+    } else {
+      this.chunks = [];
+    }
     this.size = 0;
     res.on('data', onResponseData);
     res.on('error', onResponseError);
@@ -533,17 +550,36 @@ class Exchange {
   /** @param {Buffer} chunk */
   onData(chunk) {
     const size = this.size + chunk.length;
-    if (size > this.client._maxResponseBytes) {
-      this._cut(tooLargeError(this.client._maxResponseBytes));
-      return;
+    if (this.body !== null) {
+      // Node's parser never delivers more than Content-Length; copy() would
+      // silently truncate if it did, so make that a cut response instead.
+      if (size > this.body.length) {
+        this._cut(cutResponseError('normd sent more than its Content-Length'));
+        return;
+      }
+      chunk.copy(this.body, this.size);
+    } else {
+      if (size > this.client._maxResponseBytes) {
+        this._cut(tooLargeError(this.client._maxResponseBytes));
+        return;
+      }
+      /** @type {Buffer[]} */ (this.chunks).push(chunk);
     }
-    /** @type {Buffer[]} */ (this.chunks).push(chunk);
     this.size = size;
   }
 
   /** @param {import('node:http').IncomingMessage} res */
   onEnd(res) {
-    const body = Buffer.concat(/** @type {Buffer[]} */ (this.chunks), this.size);
+    let body;
+    if (this.body !== null) {
+      if (this.size !== this.body.length) {
+        this.fail(cutResponseError(`normd ended the response after ${this.size} of ${this.body.length} bytes`));
+        return;
+      }
+      body = this.body;
+    } else {
+      body = Buffer.concat(/** @type {Buffer[]} */ (this.chunks), this.size);
+    }
     const transport = this.client._transports[this.ti].name;
     this._settle();
     this.client._c.by_transport[transport]++;
@@ -588,6 +624,20 @@ function onResponseClose() {
 function onResponseEnd() {
   const ex = this.req[kExchange];
   if (ex) ex.onEnd(this);
+}
+
+/**
+ * The body length announced by Content-Length, or -1 when there is none to
+ * trust (no header, or a status that has no body whatever the header says).
+ * @param {import('node:http').IncomingMessage} res
+ */
+function declaredLength(res) {
+  const status = res.statusCode || 0;
+  if (status === 204 || status === 304 || (status >= 100 && status < 200)) return -1;
+  const raw = res.headers['content-length'];
+  if (raw === undefined) return -1;
+  const n = Number(raw);
+  return Number.isSafeInteger(n) && n >= 0 ? n : -1;
 }
 
 /** A response cut short: counted like a reset connection. */
