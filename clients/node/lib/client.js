@@ -120,6 +120,7 @@ class NormdClient {
     this._slackMs = positiveNumber('timeoutSlackMs', opts.timeoutSlackMs, 5);
     this._fallback = opts.fallback;
     this._defaults = { profile: opts.profile, schema: opts.schema, encoding: opts.encoding, level: opts.level };
+    this._defaultNormPath = normPath({}, this._defaults);
     this._flagName = opts.flagName || 'norm';
     this._flagsTimeoutMs = positiveNumber('flagsTimeoutMs', opts.flagsTimeoutMs, 1000);
     this._maxResponseBytes = positiveNumber('maxResponseBytes', opts.maxResponseBytes, 64 * 1024 * 1024);
@@ -185,7 +186,7 @@ class NormdClient {
 
     // Everything that can throw on bad input happens before the breaker hands
     // out a (probe) slot, so a caller bug can never wedge it half-open.
-    const { path, headers, payload, deadlineMs } = buildNormRequest(body, opts, this._defaults, this._deadlineMs);
+    const { path, headers, payload, deadlineMs } = buildNormRequest(body, opts, this._defaults, this._deadlineMs, this._defaultNormPath);
     this._c.calls++;
 
     const skip = this._routeReason(opts.key);
@@ -312,7 +313,7 @@ class NormdClient {
     this._flagsInFlight = (async () => {
       try {
         const timeoutMs = positiveNumber('timeoutMs', o.timeoutMs, this._flagsTimeoutMs);
-        const res = await this._request('GET', '/flags', { accept: 'application/json' }, undefined, timeoutMs);
+        const res = await this._request('GET', '/flags', FLAGS_HEADERS, undefined, timeoutMs);
         if (res.status !== 200) throw new Error(`GET /flags answered ${res.status}`);
         const doc = JSON.parse(res.body.toString('utf8'));
         if (!doc || typeof doc !== 'object' || (doc.flags !== undefined && (typeof doc.flags !== 'object' || doc.flags === null))) {
@@ -386,6 +387,9 @@ class NormdClient {
 
 /** The exchange a ClientRequest belongs to; cleared when that attempt is over. */
 const kExchange = Symbol('normd.exchange');
+
+/** Constant request headers of GET /flags (http.request only reads them). */
+const FLAGS_HEADERS = Object.freeze({ accept: 'application/json' });
 
 /**
  * One HTTP exchange with normd across its attempts (transport failover, one
@@ -653,6 +657,25 @@ function tooLargeError(max) {
   return e;
 }
 
+/** The selection query keys of POST /norm, in the order they are sent. */
+const SELECTION = Object.freeze(['profile', 'schema', 'encoding', 'level']);
+
+/**
+ * `/norm` with the selection query: each key from the call, else from the
+ * defaults; unset and empty values are left out.
+ * @param {Record<string, any>} opts
+ * @param {Record<string, any>} defaults
+ */
+function normPath(opts, defaults) {
+  const query = new URLSearchParams();
+  for (const k of SELECTION) {
+    const v = opts[k] ?? defaults[k];
+    if (v !== undefined && v !== null && v !== '') query.set(k, String(v));
+  }
+  const qs = query.toString();
+  return qs ? `/norm?${qs}` : '/norm';
+}
+
 /**
  * The POST /norm request for one call: path with the selection query,
  * headers (X-Deadline-Ms an integer >= 1), and the body bytes. Pure, and the
@@ -662,28 +685,25 @@ function tooLargeError(max) {
  *          requestId?: string, headers?: Record<string,string>}} opts
  * @param {{profile?: string, schema?: string, encoding?: string, level?: number}} defaults
  * @param {number} defaultDeadlineMs
+ * @param {string} [defaultPath] normPath({}, defaults), computed once by the client
  */
-function buildNormRequest(body, opts, defaults, defaultDeadlineMs) {
+function buildNormRequest(body, opts, defaults, defaultDeadlineMs, defaultPath) {
   const deadlineMs = Math.max(1, Math.round(positiveNumber('deadlineMs', opts.deadlineMs, defaultDeadlineMs)));
   const payload = Buffer.isBuffer(body) ? body
     : body instanceof Uint8Array ? Buffer.from(body.buffer, body.byteOffset, body.byteLength)
       : typeof body === 'string' ? Buffer.from(body, 'utf8')
         : Buffer.from(JSON.stringify(body), 'utf8');
-  const query = new URLSearchParams();
-  for (const k of ['profile', 'schema', 'encoding', 'level']) {
-    const v = opts[k] ?? defaults[k];
-    if (v !== undefined && v !== null && v !== '') query.set(k, String(v));
-  }
-  const qs = query.toString();
+  // Most calls select nothing of their own: reuse the precomputed path rather
+  // than build a URLSearchParams and a new string per call.
+  const ownSelection = opts.profile != null || opts.schema != null || opts.encoding != null || opts.level != null;
+  const path = defaultPath !== undefined && !ownSelection ? defaultPath : normPath(opts, defaults);
+  // The request's own headers win over same-named ones passed through.
   /** @type {Record<string, string>} */
-  const headers = {
-    ...(opts.headers || {}),
-    'content-type': 'application/json',
-    'content-length': String(payload.length),
-    'x-deadline-ms': String(deadlineMs),
-  };
+  const headers = opts.headers
+    ? { ...opts.headers, 'content-type': 'application/json', 'content-length': String(payload.length), 'x-deadline-ms': String(deadlineMs) }
+    : { 'content-type': 'application/json', 'content-length': String(payload.length), 'x-deadline-ms': String(deadlineMs) };
   if (opts.requestId) headers['x-request-id'] = opts.requestId;
-  return { path: qs ? `/norm?${qs}` : '/norm', headers, payload, deadlineMs };
+  return { path, headers, payload, deadlineMs };
 }
 
 /**

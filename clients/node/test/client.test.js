@@ -98,6 +98,21 @@ test('request building: default deadline 20 ms, integer X-Deadline-Ms, defaults 
   c.close();
 });
 
+test('request building: the precomputed default path is used only when the call selects nothing', () => {
+  const defaults = { profile: 'p', encoding: 'gzip' };
+  const { path: dflt } = buildNormRequest('{}', {}, defaults, 20);
+  assert.equal(dflt, '/norm?profile=p&encoding=gzip');
+  assert.equal(buildNormRequest('{}', { deadlineMs: 5, requestId: 'r' }, defaults, 20, dflt).path, dflt);
+  assert.equal(buildNormRequest('{}', { level: 3 }, defaults, 20, dflt).path, '/norm?profile=p&encoding=gzip&level=3');
+  assert.equal(buildNormRequest('{}', { profile: '' }, defaults, 20, dflt).path, '/norm?encoding=gzip', 'an empty value drops the default');
+  // headers: passed-through ones first, the request's own win over same-named ones
+  const h = buildNormRequest('{}', { headers: { traceparent: 'tp', 'x-deadline-ms': '999' } }, defaults, 20, dflt).headers;
+  assert.deepEqual(Object.keys(h), ['traceparent', 'x-deadline-ms', 'content-type', 'content-length']);
+  assert.equal(h['x-deadline-ms'], '20');
+  assert.deepEqual(buildNormRequest('{}', {}, defaults, 20, dflt).headers,
+    { 'content-type': 'application/json', 'content-length': '2', 'x-deadline-ms': '20' });
+});
+
 test('keep-alive: sequential calls share one connection', async (t) => {
   const { fake, client } = await setup(t);
   await client.ready(); // GET /flags opens the connection
