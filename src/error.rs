@@ -6,7 +6,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::pipeline::{CanonError, DecodeError, PipelineError};
 
@@ -186,20 +186,34 @@ impl Problem {
         self.code.status()
     }
 
-    pub fn body(&self) -> Value {
-        let mut body = Map::new();
-        body.insert(
-            "type".into(),
-            json!(format!("urn:normd:problem:{}", self.code)),
+    /// The response body. Written member by member (no intermediate `Value` map): a
+    /// refusal under overload is built thousands of times a second on the I/O thread.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(192 + self.detail.len());
+        out.extend_from_slice(b"{\"type\":\"urn:normd:problem:");
+        out.extend_from_slice(self.code.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"title\":\"");
+        out.extend_from_slice(self.code.title().as_bytes());
+        out.extend_from_slice(b"\",\"status\":");
+        out.extend_from_slice(
+            itoa::Buffer::new()
+                .format(self.code.status().as_u16())
+                .as_bytes(),
         );
-        body.insert("title".into(), json!(self.code.title()));
-        body.insert("status".into(), json!(self.code.status().as_u16()));
-        body.insert("detail".into(), json!(self.detail));
-        body.insert("code".into(), json!(self.code.as_str()));
+        out.extend_from_slice(b",\"detail\":");
+        // Writing a str or a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &self.detail);
+        out.extend_from_slice(b",\"code\":\"");
+        out.extend_from_slice(self.code.as_str().as_bytes());
+        out.push(b'"');
         for (k, v) in &self.extensions {
-            body.insert(k.clone(), v.clone());
+            out.push(b',');
+            let _ = serde_json::to_writer(&mut out, k);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, v);
         }
-        Value::Object(body)
+        out.push(b'}');
+        out
     }
 
     pub fn unknown_name(code: Code, what: &str, name: &str, known: Vec<String>) -> Self {
@@ -213,7 +227,7 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let body = self.body_bytes();
         let mut response = (self.code.status(), body).into_response();
         let headers = response.headers_mut();
         headers.insert(
@@ -320,11 +334,21 @@ mod tests {
     #[test]
     fn problem_body_has_the_rfc9457_members() {
         let p = Problem::new(Code::Overloaded, "queue full").with("queue", 3);
-        let b = p.body();
+        let b: Value = serde_json::from_slice(&p.body_bytes()).unwrap();
+        assert_eq!(b["title"], Code::Overloaded.title());
+        assert_eq!(b["detail"], "queue full");
         assert_eq!(b["type"], "urn:normd:problem:overloaded");
         assert_eq!(b["status"], 429);
         assert_eq!(b["code"], "overloaded");
         assert_eq!(b["queue"], 3);
+        let tricky = Problem::new(Code::InvalidJson, "a \"quote\", a\nnewline, a \u{1}")
+            .with("pointer", "/a~1b")
+            .with("errors", serde_json::json!([{"x": [1, null]}]));
+        let t: Value = serde_json::from_slice(&tricky.body_bytes()).unwrap();
+        assert_eq!(t["detail"], "a \"quote\", a\nnewline, a \u{1}");
+        assert_eq!(t["pointer"], "/a~1b");
+        assert_eq!(t["errors"][0]["x"][1], Value::Null);
+        assert_eq!(t.as_object().unwrap().len(), 7);
         let r = p.into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
         assert_eq!(

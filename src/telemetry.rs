@@ -5,13 +5,14 @@
 //! Never: blocks the request path. Metrics are atomic updates; log lines go through a
 //! bounded, lossy, non-blocking writer (a full buffer drops lines, never requests).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
@@ -207,10 +208,63 @@ pub fn upkeep() {
     }
 }
 
+/// Handles of the series touched on every request, kept per thread. Looking a series up
+/// through the `counter!`/`gauge!` macros builds its key, hashes name and labels and
+/// reads the registry's map on every call; a handle is one atomic update. The cache is
+/// only filled once the recorder is installed (a handle taken before would be a no-op
+/// forever); until then the calls go through the macros.
+struct SeriesCache {
+    requests: HashMap<(&'static str, u16, &'static str), Counter>,
+    durations: HashMap<&'static str, Histogram>,
+    bytes: HashMap<&'static str, (Counter, Counter)>,
+    rejections: HashMap<&'static str, Counter>,
+    queue_depth: Gauge,
+    queue_wait: Histogram,
+    inflight_bytes: Gauge,
+    inflight_requests: Gauge,
+}
+
+impl SeriesCache {
+    fn new() -> Self {
+        Self {
+            requests: HashMap::new(),
+            durations: HashMap::new(),
+            bytes: HashMap::new(),
+            rejections: HashMap::new(),
+            queue_depth: gauge!(QUEUE_DEPTH),
+            queue_wait: histogram!(QUEUE_WAIT_SECONDS),
+            inflight_bytes: gauge!(INFLIGHT_BYTES),
+            inflight_requests: gauge!(INFLIGHT_REQUESTS),
+        }
+    }
+}
+
+thread_local! {
+    static SERIES: RefCell<Option<SeriesCache>> = const { RefCell::new(None) };
+}
+
+fn with_series(update: impl FnOnce(&mut SeriesCache)) {
+    if !matches!(EXPORTER.get(), Some(Some(_))) {
+        // No recorder yet (or none at all): fresh handles, not cached.
+        update(&mut SeriesCache::new());
+        return;
+    }
+    SERIES.with_borrow_mut(|cache| update(cache.get_or_insert_with(SeriesCache::new)));
+}
+
 pub fn request_done(route: &'static str, status: u16, code: &'static str, took: Duration) {
-    counter!(REQUESTS_TOTAL, "route" => route, "status" => status_label(status), "code" => code)
-        .increment(1);
-    histogram!(REQUEST_DURATION_SECONDS, "route" => route).record(took.as_secs_f64());
+    with_series(|c| {
+        c.requests
+            .entry((route, status, code))
+            .or_insert_with(|| {
+                counter!(REQUESTS_TOTAL, "route" => route, "status" => status_label(status), "code" => code)
+            })
+            .increment(1);
+        c.durations
+            .entry(route)
+            .or_insert_with(|| histogram!(REQUEST_DURATION_SECONDS, "route" => route))
+            .record(took.as_secs_f64());
+    });
 }
 
 /// Avoids formatting a status string per request for the common ones.
@@ -232,8 +286,16 @@ fn status_label(status: u16) -> &'static str {
 }
 
 pub fn bytes(route: &'static str, input: usize, output: usize) {
-    counter!(BYTES_IN_TOTAL, "route" => route).increment(input as u64);
-    counter!(BYTES_OUT_TOTAL, "route" => route).increment(output as u64);
+    with_series(|c| {
+        let (bytes_in, bytes_out) = c.bytes.entry(route).or_insert_with(|| {
+            (
+                counter!(BYTES_IN_TOTAL, "route" => route),
+                counter!(BYTES_OUT_TOTAL, "route" => route),
+            )
+        });
+        bytes_in.increment(input as u64);
+        bytes_out.increment(output as u64);
+    });
 }
 
 pub fn compression(encoding: &'static str, canonical: usize, output: usize) {
@@ -244,7 +306,12 @@ pub fn compression(encoding: &'static str, canonical: usize, output: usize) {
 }
 
 pub fn rejection(reason: &'static str) {
-    counter!(REJECTIONS_TOTAL, "reason" => reason).increment(1);
+    with_series(|c| {
+        c.rejections
+            .entry(reason)
+            .or_insert_with(|| counter!(REJECTIONS_TOTAL, "reason" => reason))
+            .increment(1);
+    });
 }
 
 /// Creates the failure series of every loaded schema at 0, so the first 422 shows up
@@ -275,19 +342,19 @@ pub fn flag_state(endpoint: &'static str, enabled: bool, rollout: u8) {
 }
 
 pub fn queue_depth(n: usize) {
-    gauge!(QUEUE_DEPTH).set(n as f64);
+    with_series(|c| c.queue_depth.set(n as f64));
 }
 
 pub fn queue_wait(d: Duration) {
-    histogram!(QUEUE_WAIT_SECONDS).record(d.as_secs_f64());
+    with_series(|c| c.queue_wait.record(d.as_secs_f64()));
 }
 
 pub fn inflight_bytes(n: usize) {
-    gauge!(INFLIGHT_BYTES).set(n as f64);
+    with_series(|c| c.inflight_bytes.set(n as f64));
 }
 
 pub fn inflight_requests(delta: f64) {
-    gauge!(INFLIGHT_REQUESTS).increment(delta);
+    with_series(|c| c.inflight_requests.increment(delta));
 }
 
 pub fn open_connections(listener: &'static str, delta: f64) {
@@ -374,7 +441,8 @@ pub fn access_log(
     out_bytes: usize,
     took: Duration,
 ) {
-    let millis = took.as_secs_f64() * 1000.0;
+    // Microsecond resolution: more digits are noise, and they make every line longer.
+    let millis = took.as_micros() as f64 / 1000.0;
     match code {
         Some(code) if status >= 500 => tracing::warn!(
             target: "normd::access", trace_id, route, status, code, in_bytes, out_bytes, millis,
@@ -399,13 +467,20 @@ pub fn access_log(
 /// Keeps the log writer's worker alive; dropping it flushes what is buffered.
 pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
 
-/// Installs JSON logging to stderr at `level`. Lines past the 8192-line buffer are
+/// Installs JSON logging to stderr at `level`. Lines past the 2048-line buffer are
 /// dropped (and the writer counts them) rather than blocking a request.
 pub fn init_logging(level: &str) -> LogGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
-        .buffered_lines_limit(8192)
-        .finish(std::io::stderr());
+        // 2048 lines: the queue is allocated up front (32 B a slot), and the buffered
+        // writer drains a burst in one write, so a deeper queue only costs idle RSS.
+        .buffered_lines_limit(2048)
+        // Buffered: the writer thread flushes whenever it has drained the queue, so a
+        // burst of lines costs one write(2), not one per line.
+        .finish(std::io::BufWriter::with_capacity(
+            64 << 10,
+            std::io::stderr(),
+        ));
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let installed = tracing_subscriber::registry()
@@ -417,66 +492,97 @@ pub fn init_logging(level: &str) -> LogGuard {
     LogGuard(installed.ok().map(|()| guard))
 }
 
-/// A minimal JSON-lines layer: `ts` and `level` first, then the event's fields flat.
+/// A minimal JSON-lines layer: `ts` and `level` first, then the event's fields flat, in
+/// the order the event names them (`message` is written as `msg`).
 /// tracing-subscriber's JSON formatter nests fields and names the time `timestamp`; the
-/// contract asks for flat `{ts, level, ...}`, which is this much code.
+/// contract asks for flat `{ts, level, ...}`. Lines are written straight into a reused
+/// per-thread buffer (no intermediate map): the access log runs once per request on the
+/// I/O thread, and under a flood of refusals it is a large share of their cost.
 struct JsonLines {
     writer: std::sync::Mutex<Box<dyn Write + Send>>,
 }
 
-struct Fields(Map<String, Value>);
+thread_local! {
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
-impl Visit for Fields {
+/// Writes each field as `,"name":value` after the opening members.
+struct JsonFields<'a>(&'a mut Vec<u8>);
+
+impl JsonFields<'_> {
+    fn key(&mut self, field: &Field) {
+        let name = match field.name() {
+            "message" => "msg",
+            other => other,
+        };
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+    /// Writing JSON into a `Vec` cannot fail (non-finite floats become `null`).
+    fn value<T: serde::Serialize + ?Sized>(&mut self, value: &T) {
+        let _ = serde_json::to_writer(&mut *self.0, value);
+    }
+}
+
+impl Visit for JsonFields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().into(), Value::String(format!("{value:?}")));
+        self.key(field);
+        self.value(&format!("{value:?}"));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0
-            .insert(field.name().into(), Value::String(value.into()));
+        self.key(field);
+        self.value(value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
+        self.key(field);
+        self.value(&value);
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
+        self.key(field);
+        self.value(&value);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
+        self.key(field);
+        self.value(&value);
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
+        self.key(field);
+        self.value(&value);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().into(), Value::String(value.to_string()));
+        self.key(field);
+        self.value(&value.to_string());
     }
 }
 
 impl<S: Subscriber> Layer<S> for JsonLines {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let mut fields = Fields(Map::new());
-        let ts = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        fields.0.insert("ts".into(), Value::String(ts));
-        let level = match *event.metadata().level() {
-            Level::ERROR => "error",
-            Level::WARN => "warn",
-            Level::INFO => "info",
-            Level::DEBUG => "debug",
-            Level::TRACE => "trace",
-        };
-        fields.0.insert("level".into(), Value::String(level.into()));
-        event.record(&mut fields);
-        if let Some(Value::String(m)) = fields.0.remove("message") {
-            fields.0.insert("msg".into(), Value::String(m));
-        }
-        let mut line = serde_json::to_vec(&Value::Object(fields.0)).unwrap_or_default();
-        line.push(b'\n');
-        if let Ok(mut w) = self.writer.lock() {
-            let _ = w.write_all(&line);
-        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            line.extend_from_slice(b"{\"ts\":\"");
+            let _ = time::OffsetDateTime::now_utc()
+                .format_into(line, &time::format_description::well_known::Rfc3339);
+            let level = match *event.metadata().level() {
+                Level::ERROR => "error",
+                Level::WARN => "warn",
+                Level::INFO => "info",
+                Level::DEBUG => "debug",
+                Level::TRACE => "trace",
+            };
+            line.extend_from_slice(b"\",\"level\":\"");
+            line.extend_from_slice(level.as_bytes());
+            line.push(b'"');
+            event.record(&mut JsonFields(line));
+            line.extend_from_slice(b"}\n");
+            if let Ok(mut w) = self.writer.lock() {
+                let _ = w.write_all(line);
+            }
+            // A rare huge line (a long error) must not pin its buffer for the thread's life.
+            if line.capacity() > 64 << 10 {
+                *line = Vec::new();
+            }
+        });
     }
 }
 
