@@ -4,6 +4,7 @@
  * event-loop delay and its endpoint latency, all resettable so a load test
  * can measure one phase (rollout 0 %, then 100 %) at a time.
  */
+const v8 = require('node:v8');
 const { PerformanceObserver, monitorEventLoopDelay, constants } = require('node:perf_hooks');
 const { Histogram } = require('./histogram');
 
@@ -16,6 +17,25 @@ const GC_KINDS = {
   [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
   [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
 };
+
+/**
+ * Committed (`size_bytes`) and used bytes of every V8 heap space; the sizes add
+ * up to `heap_total_bytes`. The one to watch is `new_space`: V8 doubles its two
+ * semi-spaces each time the bytes that survived its scavenges since the last
+ * doubling exceed (roughly) one semi-space, up to 2 x 16 MiB with Node 20's
+ * defaults on the load-test machine (--max-semi-space-size caps it); it keeps
+ * them while the allocation rate stays high; and a large new space makes V8
+ * start incremental marking (hence mark-compacts) while the old generation is
+ * still small. That was the whole heap_total difference (16 MiB) between the
+ * two rollouts before the client stopped keeping per-call closures alive (see
+ * README, "Reading RSS and GC between the two rollouts").
+ */
+function heapSpaces() {
+  /** @type {Record<string, {size_bytes: number, used_bytes: number}>} */
+  const out = {};
+  for (const s of v8.getHeapSpaceStatistics()) out[s.space_name] = { size_bytes: s.space_size, used_bytes: s.space_used_size };
+  return out;
+}
 
 class Metrics {
   constructor() {
@@ -83,6 +103,7 @@ class Metrics {
         max_rss_bytes: process.resourceUsage().maxRSS * 1024,
         cpu_user_ms: Math.round(cpu.user / 1000),
         cpu_system_ms: Math.round(cpu.system / 1000),
+        heap_spaces: heapSpaces(),
       },
       gc: { ...this.gc.summary(1000), by_kind: { ...this.gcByKind } },
       event_loop_delay: {

@@ -22,6 +22,16 @@ test('in-app mode: orders are processed, refused, and /stats moves', async (t) =
   assert.ok(s0.process.heap_used_bytes > 0);
   for (const k of ['count', 'p50', 'p95', 'p99', 'max', 'total']) assert.equal(typeof s0.gc[k], 'number', `gc.${k}`);
   assert.equal(typeof s0.event_loop_delay.p99, 'number');
+  // The heap per V8 space: what heap_total_bytes is made of (the new space is
+  // what grows between the two rollouts, see the README).
+  const spaces = s0.process.heap_spaces;
+  for (const name of ['new_space', 'old_space']) {
+    assert.ok(spaces[name].size_bytes > 0, `${name}.size_bytes`);
+    assert.ok(spaces[name].used_bytes > 0 && spaces[name].used_bytes <= spaces[name].size_bytes, `${name}.used_bytes`);
+  }
+  const committed = Object.values(spaces).reduce((sum, sp) => sum + sp.size_bytes, 0);
+  // Two process.memoryUsage()/getHeapSpaceStatistics() reads: allow for a GC in between.
+  assert.ok(Math.abs(committed - s0.process.heap_total_bytes) <= 4 * 1024 * 1024, `${committed} vs ${s0.process.heap_total_bytes}`);
 
   const ok = await request(app.port, 'POST', '/orders', VALID);
   assert.equal(ok.status, 200);
