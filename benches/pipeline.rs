@@ -13,6 +13,11 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use normd::pipeline::{self, canonical, codec, Encoding, JsonRules, NeverStop, Plan, SchemaSet};
 
+// The allocator the normd binary uses (src/main.rs), so in-process figures compare like
+// with like against the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn payloads() -> Vec<Vec<u8>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = std::env::var_os("NORMD_BENCH_PAYLOADS")

@@ -14,7 +14,8 @@
 //! - [`telemetry`] metric names, Prometheus rendering, JSON logs, trace ids
 //! - [`error`]     the one problem type and the one failure → status/code map
 //! - [`client`]    a one-shot HTTP client over either transport (self-probe, `normd probe`)
-#![forbid(unsafe_code)]
+//! - [`sched`]     a scheduling hint for the I/O threads (the crate's one `unsafe` call)
+#![deny(unsafe_code)]
 
 pub mod admission;
 pub mod api;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod flags;
 pub mod health;
 pub mod pipeline;
+pub mod sched;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
