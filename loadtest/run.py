@@ -482,6 +482,12 @@ def section_a(ctx) -> dict:
                 rr["frac"] = frac
                 rr["peak_rss"] = proc_status(n.pid).get("VmHWM")
                 res["rates"][transport].append(rr)
+                if frac == 0.5 and transport == "unix":
+                    # The same schedule against GET /livez (no body, no pipeline): what the
+                    # generator's pacing and this machine's scheduling alone add to the tail.
+                    log(f"a: open loop unix GET /livez at {rate:.0f}/s (floor of the 50% row)")
+                    res["rate_floor"] = oha(ctx, "rate50-livez-unix", target, lines4k, P["rate"], 32,
+                                            rate=rate, url_path="/livez", method="GET")
             if transport == "unix":
                 for size in ("1k", "64k"):
                     log(f"a: saturation {size} unix")
@@ -558,15 +564,27 @@ def app_env(ctx, port: int, sock: str, rollout: int) -> dict:
 
 
 def section_c(ctx) -> dict:
+    """The demo app at ROLLOUT=0 and 100 for each workload: the 4 KB set at a rate where
+    the in-app job is cheap, and the 64 KB set, where it is not (which is where a GC'd
+    app needs the sidecar)."""
     P = ctx.p
-    res: dict = {"rate": P["app_rate"], "runs": {}}
-    lines4k = payload_lines(ctx, "4k")
+    workloads = []
+    for size, rate in (("4k", P["app_rate"]), ("64k", P["app_rate_64k"])):
+        workloads.append({"set": size, "rate": rate, "runs": demo_runs(ctx, size, rate)})
+    return {"workloads": workloads}
+
+
+def demo_runs(ctx, size: str, rate: int) -> dict:
+    P = ctx.p
+    runs: dict = {}
+    lines = payload_lines(ctx, size)
     app_dir = HERE / "app"
     for rollout in (0, 100):
-        n = Normd(ctx, name=f"app{rollout}-normd")
+        tag = f"app{size}-{rollout}"
+        n = Normd(ctx, name=f"{tag}-normd")
         with n:
             port = free_port()
-            err = open(ctx.tmp / f"app{rollout}.log", "ab")
+            err = open(ctx.tmp / f"{tag}.log", "ab")
             app = subprocess.Popen(pinned(ctx.app_cpu, ["node", "server.js"]), cwd=app_dir,
                                    env=app_env(ctx, port, n.sock, rollout),
                                    stdout=err, stderr=err, stdin=subprocess.DEVNULL)
@@ -581,23 +599,23 @@ def section_c(ctx) -> dict:
                     except OSError:
                         pass
                     if app.poll() is not None or time.monotonic() > end:
-                        raise RuntimeError(f"demo app did not start; see {ctx.tmp}/app{rollout}.log")
+                        raise RuntimeError(f"demo app did not start; see {ctx.tmp}/{tag}.log")
                     time.sleep(0.02)
                 target = ("tcp", port)
-                log(f"c: ROLLOUT={rollout}: warm-up {P['app_warmup']}s at {P['app_rate']}/s")
-                oha(ctx, f"app{rollout}-warmup", target, lines4k, P["app_warmup"], 32,
-                    rate=P["app_rate"], cpu=ctx.gen_cpu_app, url_path="/orders", keep_raw=False, db=False)
+                log(f"c: {size} ROLLOUT={rollout}: warm-up {P['app_warmup']}s at {rate}/s")
+                oha(ctx, f"{tag}-warmup", target, lines, P["app_warmup"], 32,
+                    rate=rate, cpu=ctx.gen_cpu_app, url_path="/orders", keep_raw=False, db=False)
                 http(target, "POST", "/stats/reset")
                 reset_peak(n.pid)
                 reset_peak(app.pid)
                 a0, n0 = cpu_ticks(app.pid), cpu_ticks(n.pid)
-                log(f"c: ROLLOUT={rollout}: measure {P['app']}s at {P['app_rate']}/s")
+                log(f"c: {size} ROLLOUT={rollout}: measure {P['app']}s at {rate}/s")
                 with RssSampler({"app": app.pid, "normd": n.pid}) as rs:
-                    r = oha(ctx, f"app{rollout}-4k", target, lines4k, P["app"], 32,
-                            rate=P["app_rate"], cpu=ctx.gen_cpu_app, url_path="/orders")
+                    r = oha(ctx, tag, target, lines, P["app"], 32,
+                            rate=rate, cpu=ctx.gen_cpu_app, url_path="/orders")
                 a1, n1 = cpu_ticks(app.pid), cpu_ticks(n.pid)
                 stats = json.loads(http(target, "GET", "/stats")[1])
-                (ctx.raw / f"app{rollout}-stats.json").write_text(json.dumps(stats, indent=1))
+                (ctx.raw / f"{tag}-stats.json").write_text(json.dumps(stats, indent=1))
                 served = stats["requests"]["total"]
                 r.update({
                     "stats": stats,
@@ -609,7 +627,7 @@ def section_c(ctx) -> dict:
                     "served": served,
                 })
                 r["cpu_us_per_req"] = ((r["app_cpu_s"] + r["normd_cpu_s"]) / served * 1e6) if served else None
-                res["runs"][rollout] = r
+                runs[rollout] = r
             finally:
                 if app.poll() is None:
                     app.send_signal(signal.SIGTERM)
@@ -618,7 +636,7 @@ def section_c(ctx) -> dict:
                     except subprocess.TimeoutExpired:
                         app.kill()
                         app.wait()
-    return res
+    return runs
 
 
 def section_d(ctx) -> dict:
@@ -741,9 +759,12 @@ def plots(ctx, R) -> list[str]:
         plt.close(fig)
         made.append("overload.png")
     c = R.get("c")
-    if c and len(c["runs"]) == 2:
-        r0, r1 = c["runs"][0], c["runs"][100]
+    for wl in (c or {}).get("workloads", []):
+        if len(wl["runs"]) != 2:
+            continue
+        r0, r1 = wl["runs"][0], wl["runs"][100]
         fig, axes = plt.subplots(1, 3, figsize=(8, 2.8), dpi=80)
+        fig.suptitle(f"demo app, {wl['set']} set at {wl['rate']}/s", fontsize=9)
         labels = ["ROLLOUT 0", "ROLLOUT 100"]
         axes[0].bar(labels, [r0["app_rss"] / 1048576, r1["app_rss"] / 1048576], label="app")
         axes[0].bar(labels, [r0["normd_rss"] / 1048576, r1["normd_rss"] / 1048576],
@@ -756,9 +777,10 @@ def plots(ctx, R) -> list[str]:
         for ax in axes:
             ax.tick_params(labelsize=7)
         fig.tight_layout()
-        fig.savefig(ctx.out / "before-after.png")
+        name = f"before-after-{wl['set']}.png"
+        fig.savefig(ctx.out / name)
         plt.close(fig)
-        made.append("before-after.png")
+        made.append(name)
     return made
 
 
@@ -820,8 +842,16 @@ def report(ctx, R, pngs) -> str:
                   f"{ms(rr['lat']['p99'])} | {ms(rr['lat']['p99.9'])} | {ms(rr['lat']['max'])} | "
                   f"{rr['machine_busy_cpu_s'] / rr['wall']:.2f} | {rr.get('burst_mean', 0):.1f} | "
                   f"{pc(rr.get('server_over_1ms'))} | {pc(rr.get('queue_wait_over_1ms'))} |")
+                if transport == "unix" and rr["frac"] == 0.5 and a.get("rate_floor"):
+                    fl = a["rate_floor"]
+                    w(f"| unix | floor: `GET /livez`, same rate | {fl['rate']:,.0f} | {fl['rps_200']:,.0f} | – | "
+                      f"{ms(fl['lat']['p50'])} | {ms(fl['lat']['p90'])} | {ms(fl['lat']['p99'])} | "
+                      f"{ms(fl['lat']['p99.9'])} | {ms(fl['lat']['max'])} | "
+                      f"{fl['machine_busy_cpu_s'] / fl['wall']:.2f} | {fl.get('burst_mean', 0):.1f} | – | – |")
         w("")
-        w("*oha burst*: mean number of requests oha schedules together (< 100 µs apart): its `-q` "
+        w("*floor*: the 50 % row's schedule sent to `GET /livez`, which does no work and never "
+          "queues: the generator's pacing plus this machine's scheduling, the least any row can "
+          "show. *oha burst*: mean number of requests oha schedules together (< 100 µs apart): its `-q` "
           "pacing is not smooth, and a burst of k requests on one core makes the k-th wait k−1 "
           "service times. *server > 1 ms*: share of calls whose time inside normd (handler entry → "
           "response built, `normd_request_duration_seconds{route=\"norm\"}`) exceeded 1 ms; "
@@ -881,15 +911,22 @@ def report(ctx, R, pngs) -> str:
         if "overload.png" in pngs:
             w("![overload](overload.png)")
             w("")
-    if c and len(c["runs"]) == 2:
-        r0, r1 = c["runs"][0], c["runs"][100]
-        w(f"## c. Demo app before/after (POST /orders, 4 KB set, open loop {c['rate']}/s, "
-          f"{P['app_warmup']} s warm-up, {P['app']} s measured)")
+    if c and c.get("workloads"):
+        w(f"## c. Demo app before/after (POST /orders, open loop, {P['app_warmup']} s warm-up, "
+          f"{P['app']} s measured)")
         w("")
         w(f"Placement, the same for both runs: normd on core 0, the app (`node server.js`) on core "
           f"{ctx.app_cpu}, the load generator on core {ctx.gen_cpu_app} (sharing normd's core: the app keeps a core "
           f"to itself in both runs, so the 'after' run is not flattered). App env: `ROLLOUT=0|100 "
-          f"NORMD_PROFILE=bench NORMD_DEADLINE_MS=20 SCHEMA=shared/bench/schemas/order.v1.json`.")
+          f"NORMD_PROFILE=bench NORMD_DEADLINE_MS=20 SCHEMA=shared/bench/schemas/order.v1.json`. "
+          f"Two workloads: the 4 KB set, where the in-app job costs a few hundred µs, and the "
+          f"64 KB set, where it costs milliseconds of the app's event loop.")
+        w("")
+    for wl in (c or {}).get("workloads", []):
+        if len(wl["runs"]) != 2:
+            continue
+        r0, r1 = wl["runs"][0], wl["runs"][100]
+        w(f"### {wl['set']} set at {wl['rate']}/s")
         w("")
         w("| | ROLLOUT=0 (in-app) | ROLLOUT=100 (normd) |")
         w("| --- | ---: | ---: |")
@@ -911,8 +948,9 @@ def report(ctx, R, pngs) -> str:
         row("**CPU per request µs** (app + normd)", lambda r: f"**{r['cpu_us_per_req']:.0f}**" if r["cpu_us_per_req"] else "–")
         row("busy (machine, cores)", lambda r: f"{r['machine_busy_cpu_s'] / r['wall']:.2f}")
         w("")
-        if "before-after.png" in pngs:
-            w("![before/after](before-after.png)")
+        png = f"before-after-{wl['set']}.png"
+        if png in pngs:
+            w(f"![before/after {wl['set']}]({png})")
             w("")
     if d:
         w("## d. In-process pipeline (criterion, one core)")
@@ -956,10 +994,13 @@ def report(ctx, R, pngs) -> str:
     if a:
         med = statistics.median(a["cold_start_ms"])
         T.append(("cold start to ready ≤ 20 ms", f"{med:.1f} ms", med <= 20))
-    if c and len(c["runs"]) == 2:
-        r0, r1 = c["runs"][0], c["runs"][100]
-        T.append(("demo app: lower app RSS at 100 % than at 0 %", f"{mib(r1['app_rss'])} vs {mib(r0['app_rss'])} MiB", r1["app_rss"] < r0["app_rss"]))
-        T.append(("demo app: lower endpoint p99 at 100 % than at 0 %", f"{r1['stats']['latency']['p99']:.2f} vs {r0['stats']['latency']['p99']:.2f} ms", r1["stats"]["latency"]["p99"] < r0["stats"]["latency"]["p99"]))
+    for wl in (c or {}).get("workloads", []):
+        if len(wl["runs"]) != 2:
+            continue
+        r0, r1 = wl["runs"][0], wl["runs"][100]
+        at = f"{wl['set']} at {wl['rate']}/s"
+        T.append((f"demo app ({at}): lower app RSS at 100 % than at 0 %", f"{mib(r1['app_rss'])} vs {mib(r0['app_rss'])} MiB", r1["app_rss"] < r0["app_rss"]))
+        T.append((f"demo app ({at}): lower endpoint p99 at 100 % than at 0 %", f"{r1['stats']['latency']['p99']:.2f} vs {r0['stats']['latency']['p99']:.2f} ms", r1["stats"]["latency"]["p99"] < r0["stats"]["latency"]["p99"]))
     for t, f, ok in T:
         w(f"| {t} | {f} | {verdict(None if ctx.smoke else ok)} |")
     if ctx.smoke:
@@ -983,9 +1024,9 @@ def report(ctx, R, pngs) -> str:
 # ----------------------------------------------------------------------------- main
 
 FULL = dict(starts=10, idle_wait=3.0, warmup=3, sat=10, rate=15, overload=15, overload_conns=64,
-            reject=5, app_warmup=10, app=20, app_rate=1000, smoke_rate=0)
+            reject=5, app_warmup=10, app=20, app_rate=1000, app_rate_64k=250, smoke_rate=0)
 SMOKE = dict(starts=3, idle_wait=0.5, warmup=0.5, sat=1, rate=1, overload=1.5, overload_conns=16,
-             reject=1, app_warmup=1, app=1.5, app_rate=50, smoke_rate=50)
+             reject=1, app_warmup=1, app=1.5, app_rate=50, app_rate_64k=10, smoke_rate=50)
 
 PIN = True
 
@@ -1010,7 +1051,8 @@ def main() -> int:
     ap.add_argument("--normd", default=os.environ.get("NORMD_BIN"), help="normd binary "
                     "(default $NORMD_BIN, else target/release/normd, else target/debug/normd with --smoke)")
     ap.add_argument("--oha", default=os.environ.get("OHA", "oha"))
-    ap.add_argument("--app-rate", type=int, help="section c offered rate (default 1000/s)")
+    ap.add_argument("--app-rate", type=int, help="section c offered rate, 4 KB set (default 1000/s)")
+    ap.add_argument("--app-rate-64k", type=int, help="section c offered rate, 64 KB set (default 250/s)")
     ap.add_argument("--normd-arg", action="append", default=[], help="extra `normd serve` argument (repeatable)")
     ap.add_argument("--max-load", type=float, default=None,
                     help="wait (up to 10 min) until the 1-min load average is below this before starting")
@@ -1021,6 +1063,8 @@ def main() -> int:
     ctx.p = dict(SMOKE if args.smoke else FULL)
     if args.app_rate:
         ctx.p["app_rate"] = args.app_rate
+    if args.app_rate_64k:
+        ctx.p["app_rate_64k"] = args.app_rate_64k
     ctx.normd_args = args.normd_arg
     ctx.sets = {}
     PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None

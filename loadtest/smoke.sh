@@ -29,12 +29,13 @@ t0=$(date +%s)
 "$PY" "$here/run.py" --smoke --normd "$NORMD_BIN" --out "$out"
 
 missing=0
-for f in report.md results.json latency-4k.png overload.png before-after.png \
+for f in report.md results.json latency-4k.png overload.png before-after-4k.png before-after-64k.png \
          raw/sat-4k-unix.oha.json raw/sat-4k-tcp.oha.json raw/sat-1k-unix.oha.json raw/sat-64k-unix.oha.json \
          raw/rate25-4k-unix.oha.json raw/rate50-4k-unix.oha.json raw/rate75-4k-unix.oha.json \
-         raw/rate25-4k-tcp.oha.json raw/rate50-4k-tcp.oha.json raw/rate75-4k-tcp.oha.json \
+         raw/rate25-4k-tcp.oha.json raw/rate50-4k-tcp.oha.json raw/rate75-4k-tcp.oha.json raw/rate50-livez-unix.oha.json \
          raw/overload-4k-unix.oha.json raw/reject-4k-unix.oha.json raw/overload-64k-unix.oha.json raw/livez-floor-unix.oha.json \
-         raw/app0-4k.oha.json raw/app100-4k.oha.json raw/app0-stats.json raw/app100-stats.json \
+         raw/app4k-0.oha.json raw/app4k-100.oha.json raw/app4k-0-stats.json raw/app4k-100-stats.json \
+         raw/app64k-0.oha.json raw/app64k-100.oha.json raw/app64k-0-stats.json raw/app64k-100-stats.json \
          raw/criterion-pipeline.txt; do
   if [ ! -s "$out/$f" ]; then echo "loadtest smoke: missing $out/$f" >&2; missing=1; fi
 done
@@ -45,7 +46,8 @@ assert r["meta"]["complete"], "run.py did not complete"
 for s in "abcd":
     assert s in r, f"section {s} missing"
 assert r["a"]["sat"]["unix"]["requests"] > 0 and r["a"]["sat"]["tcp"]["requests"] > 0
-assert r["c"]["runs"]["0"]["served"] > 0 and r["c"]["runs"]["100"]["served"] > 0
+for wl in r["c"]["workloads"]:
+    assert wl["runs"]["0"]["served"] > 0 and wl["runs"]["100"]["served"] > 0, wl["set"]
 assert r["d"]["ops_per_s"] > 0
 PY
 [ "$missing" = 0 ] || { echo "loadtest smoke: FAILED" >&2; exit 1; }
