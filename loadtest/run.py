@@ -641,6 +641,9 @@ def demo_runs(ctx, size: str, rate: int) -> dict:
 
 def section_d(ctx) -> dict:
     P = ctx.p
+    if not any((PAYLOADS / "4k").glob("*.json")):
+        raise SystemExit(f"no payloads in {PAYLOADS / '4k'} (shared/ must sit next to the repository, "
+                         "or NORMD_SHARED=DIR)")
     env = dict(os.environ, NORMD_BENCH_PAYLOADS=str(PAYLOADS / "4k"))
     prof = ["--profile", "dev"] if ctx.smoke else []
     log("d: cargo bench --bench pipeline --no-run" + (" (dev profile: smoke)" if ctx.smoke else ""))
