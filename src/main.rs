@@ -61,11 +61,7 @@ fn runtime(io_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(io_threads)
         .thread_name("normd-io")
-        .on_thread_start(|| {
-            if let Err(e) = normd::sched::request_short_slice() {
-                tracing::debug!(error = %e, "no short scheduler slice for this I/O thread");
-            }
-        })
+        .on_thread_start(normd::sched::io_thread_started)
         .enable_all()
         .build()
 }

@@ -10,11 +10,28 @@
 //! stay equal, so the CPU share, and the throughput under a flood of refusals, is not
 //! given away as renicing the workers would (measured: renice +5 halved the goodput).
 //! Kernels without custom slices ignore the value or refuse the call; either way normd
-//! runs as before, and the caller logs the refusal at debug.
+//! runs as before, and a refusal is logged once at startup.
 #![allow(unsafe_code)]
 
 /// The slice the I/O threads ask for; the kernel clamps it to 0.1–100 ms.
 const IO_SLICE_NS: u64 = 100_000;
+
+/// The I/O threads' start hook: asks for the short slice, and if the kernel refuses, says
+/// so once (at info: normd works as before, only its answers may wait longer on a CPU
+/// shared with a worker).
+pub fn io_thread_started() {
+    static REFUSAL_LOGGED: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+    if let Err(e) = request_short_slice() {
+        if !REFUSAL_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(
+                error = %e,
+                "I/O threads run without a short scheduler slice (Linux 6.12+ grants one): \
+                 on a CPU shared with a worker, an answer may wait for the worker's slice"
+            );
+        }
+    }
+}
 
 /// Asks for a short slice for the calling thread, keeping its policy (normal) and nice.
 #[cfg(target_os = "linux")]
