@@ -187,7 +187,14 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 
 /// Returns the RFC 8785 canonical form of `value`.
 pub fn to_canonical_vec(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
+    to_canonical_vec_sized(value, 0)
+}
+
+/// The same, into a buffer of `size_hint` bytes to start with. Given the source's length:
+/// canonical JSON is rarely longer than its source (whitespace goes; only escapes grow),
+/// so the buffer is not regrown and copied several times while it fills.
+pub fn to_canonical_vec_sized(value: &Value, size_hint: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size_hint);
     write_canonical(value, &mut out);
     out
 }

@@ -113,15 +113,6 @@ fn checkpoint(stop: &dyn Stop) -> Result<(), PipelineError> {
     }
 }
 
-/// The canonical form, written into a buffer sized from the input: canonical JSON is
-/// rarely longer than its source (whitespace goes; only escapes can grow), so the
-/// buffer is not regrown and copied several times while it fills.
-fn canonical_of(value: &Value, input_len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input_len);
-    canonical::write_canonical(value, &mut out);
-    out
-}
-
 /// Stage 1: undo the request's `Content-Encoding`, capped at `max_decoded` bytes.
 pub fn decode(
     body: &[u8],
@@ -171,7 +162,7 @@ pub fn normalize(body: &[u8], plan: &Plan, stop: &dyn Stop) -> Result<Normalized
             let value = parse_and_normalize(body, plan, stop)?;
             checkpoint(stop)?;
             Ok(Normalized {
-                bytes: canonical_of(&value, body.len()),
+                bytes: canonical::to_canonical_vec_sized(&value, body.len()),
                 mode: Mode::Json,
             })
         }
@@ -201,7 +192,7 @@ pub fn norm(body: &[u8], plan: &Plan, stop: &dyn Stop) -> Result<NormOutput, Pip
             checkpoint(stop)?;
             validate(&value, plan)?;
             checkpoint(stop)?;
-            canonical_of(&value, body.len())
+            canonical::to_canonical_vec_sized(&value, body.len())
         }
         Mode::Text => normalize::text(body, plan.text_rules).map_err(PipelineError::TextNotUtf8)?,
     };
