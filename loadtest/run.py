@@ -463,7 +463,9 @@ def section_a(ctx) -> dict:
             c0 = cpu_ticks(n.pid)
             with RssSampler({"normd": n.pid}) as rs:
                 r = oha(ctx, f"sat-4k-{transport}", target, lines4k, P["sat"], 32, headers=SAT_HDR)
-            r["server_cpu_util"] = (cpu_ticks(n.pid) - c0) / CLK_TCK / r["seconds"]
+            cpu_s = (cpu_ticks(n.pid) - c0) / CLK_TCK
+            r["server_cpu_util"] = cpu_s / r["seconds"]
+            r["server_cpu_s_per_call"] = cpu_s / r["requests"] if r["requests"] else None
             r["peak_rss"] = proc_status(n.pid).get("VmHWM") or rs.peak["normd"]
             r["cmd"] = n.cmdline()
             res["sat"][transport] = r
@@ -474,9 +476,14 @@ def section_a(ctx) -> dict:
                 log(f"a: open loop {transport} {frac:.0%} of saturation = {rate:.0f}/s")
                 reset_peak(n.pid)
                 m0 = n.metrics()
+                c0 = cpu_ticks(n.pid)
                 rr = oha(ctx, f"rate{int(frac * 100)}-4k-{transport}", target, lines4k,
                          P["rate"], 32, rate=rate)
+                cpu_s = (cpu_ticks(n.pid) - c0) / CLK_TCK
                 m1 = n.metrics()
+                # What a call costs at this rate: below saturation every call pays the
+                # threads' sleep and wake-up, which a saturated server amortizes.
+                rr["server_cpu_s_per_call"] = cpu_s / rr["requests"] if rr["requests"] else None
                 rr["server_over_1ms"] = hist_over(m0, m1, "normd_request_duration_seconds", "0.001", route="norm")
                 rr["queue_wait_over_1ms"] = hist_over(m0, m1, "normd_queue_wait_seconds", "0.001")
                 rr["frac"] = frac
@@ -497,7 +504,9 @@ def section_a(ctx) -> dict:
                     reset_peak(n.pid)
                     c0 = cpu_ticks(n.pid)
                     r = oha(ctx, f"sat-{size}-unix", target, lines, P["sat"], 32, headers=SAT_HDR)
-                    r["server_cpu_util"] = (cpu_ticks(n.pid) - c0) / CLK_TCK / r["seconds"]
+                    cpu_s = (cpu_ticks(n.pid) - c0) / CLK_TCK
+                    r["server_cpu_util"] = cpu_s / r["seconds"]
+                    r["server_cpu_s_per_call"] = cpu_s / r["requests"] if r["requests"] else None
                     r["peak_rss"] = proc_status(n.pid).get("VmHWM")
                     res["sizes"][size] = r
                 time.sleep(P["idle_wait"])
@@ -824,32 +833,32 @@ def report(ctx, R, pngs) -> str:
         w("")
         w("### Saturation (closed loop, 32 keep-alive connections, `--max-queue 64`, `X-Deadline-Ms: 1000`)")
         w("")
-        w("| set | transport | 200/s | other statuses / errors | p50 ms | p99 ms | p99.9 ms | normd CPU (cores) | generator CPU (cores) | busy | peak RSS MiB |")
-        w("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        w("| set | transport | 200/s | other statuses / errors | p50 ms | p99 ms | p99.9 ms | normd CPU (cores) | normd CPU µs/call | generator CPU (cores) | busy | peak RSS MiB |")
+        w("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         rows = [("4k", a["sat"]["unix"]), ("4k", a["sat"]["tcp"])] + [(s, r) for s, r in a["sizes"].items()]
         for s, r in rows:
             other = {k: v for k, v in r["status"].items() if k != "200"}
             w(f"| {s} | {r['transport']} | {r['rps_200']:,.0f} | {other or '–'} {r['errors'] or ''} | "
               f"{ms(r['lat']['p50'])} | {ms(r['lat']['p99'])} | {ms(r['lat']['p99.9'])} | "
-              f"{r['server_cpu_util']:.2f} | {r['gen_cpu_s'] / r['seconds']:.2f} | {r['machine_busy_cpu_s'] / r['wall']:.2f} | {mib(r['peak_rss'])} |")
+              f"{r['server_cpu_util']:.2f} | {us(r.get('server_cpu_s_per_call'))} | {r['gen_cpu_s'] / r['seconds']:.2f} | {r['machine_busy_cpu_s'] / r['wall']:.2f} | {mib(r['peak_rss'])} |")
         w("")
         w("### Latency at fixed rates (open loop, `-q`, coordinated-omission corrected, 32 connections)")
         w("")
-        w("| transport | rate | offered/s | 200/s | other | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | busy | oha burst | server > 1 ms | queue wait > 1 ms |")
-        w("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        w("| transport | rate | offered/s | 200/s | other | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | normd CPU µs/call | busy | oha burst | server > 1 ms | queue wait > 1 ms |")
+        w("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for transport in ("unix", "tcp"):
             for rr in a["rates"][transport]:
                 other = {k: v for k, v in rr["status"].items() if k != "200"}
                 w(f"| {transport} | {rr['frac']:.0%} of sat. | {rr['rate']:,.0f} | {rr['rps_200']:,.0f} | "
                   f"{other or '–'} {rr['errors'] or ''} | {ms(rr['lat']['p50'])} | {ms(rr['lat']['p90'])} | "
                   f"{ms(rr['lat']['p99'])} | {ms(rr['lat']['p99.9'])} | {ms(rr['lat']['max'])} | "
-                  f"{rr['machine_busy_cpu_s'] / rr['wall']:.2f} | {rr.get('burst_mean', 0):.1f} | "
+                  f"{us(rr.get('server_cpu_s_per_call'))} | {rr['machine_busy_cpu_s'] / rr['wall']:.2f} | {rr.get('burst_mean', 0):.1f} | "
                   f"{pc(rr.get('server_over_1ms'))} | {pc(rr.get('queue_wait_over_1ms'))} |")
                 if transport == "unix" and rr["frac"] == 0.5 and a.get("rate_floor"):
                     fl = a["rate_floor"]
                     w(f"| unix | floor: `GET /livez`, same rate | {fl['rate']:,.0f} | {fl['rps_200']:,.0f} | – | "
                       f"{ms(fl['lat']['p50'])} | {ms(fl['lat']['p90'])} | {ms(fl['lat']['p99'])} | "
-                      f"{ms(fl['lat']['p99.9'])} | {ms(fl['lat']['max'])} | "
+                      f"{ms(fl['lat']['p99.9'])} | {ms(fl['lat']['max'])} | – | "
                       f"{fl['machine_busy_cpu_s'] / fl['wall']:.2f} | {fl.get('burst_mean', 0):.1f} | – | – |")
         w("")
         w("*floor*: the 50 % row's schedule sent to `GET /livez`, which does no work and never "
@@ -859,7 +868,9 @@ def report(ctx, R, pngs) -> str:
           "service times. *server > 1 ms*: share of calls whose time inside normd (handler entry → "
           "response built, `normd_request_duration_seconds{route=\"norm\"}`) exceeded 1 ms; "
           "*queue wait > 1 ms*: the same for `normd_queue_wait_seconds` (both from /metrics "
-          "before/after the step).")
+          "before/after the step). *normd CPU µs/call*: normd's CPU time over the step divided "
+          "by the calls answered; below saturation each call also pays its threads' sleep and "
+          "wake-up, which a saturated server amortizes.")
         w("")
         if "latency-4k.png" in pngs:
             w("![latency percentiles](latency-4k.png)")
