@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The load tests: installs what is missing (tools.sh), builds the binary the image
 # ships (static, release; cargo makes this a no-op when it is up to date), then runs
-# run.py with the arguments given. Full run ≈ 6–9 min after the build:
+# run.py with the arguments given. Full run ≈ 12–15 min after the build:
 #   bash loadtest/run.sh
 # NORMD_BIN=PATH (or --normd PATH) measures another binary and skips the build.
 # Report: loadtest/results/<UTC date>/report.md. `bash loadtest/run.sh --help` lists options.

@@ -36,6 +36,7 @@ for f in report.md results.json latency-4k.png overload.png before-after-4k.png 
          raw/overload-4k-unix.oha.json raw/reject-4k-unix.oha.json raw/overload-64k-unix.oha.json raw/livez-floor-unix.oha.json \
          raw/app4k-0.oha.json raw/app4k-100.oha.json raw/app4k-0-stats.json raw/app4k-100-stats.json \
          raw/app64k-0.oha.json raw/app64k-100.oha.json raw/app64k-0-stats.json raw/app64k-100-stats.json \
+         raw/app4k-0-r2.oha.json raw/app4k-100-r2-stats.json raw/app64k-100-r2.oha.json \
          raw/criterion-pipeline.txt; do
   if [ ! -s "$out/$f" ]; then echo "loadtest smoke: missing $out/$f" >&2; missing=1; fi
 done
