@@ -84,10 +84,12 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// The pool's job queue. Hand-written rather than a channel because of how an idle
 /// worker waits: crossbeam's receive spins and then calls `sched_yield` up to four times
-/// before it sleeps (3.4 yields per call measured at 1000 calls/s), which on a sidecar's
-/// shared core hands the CPU around for nothing and burns the pod's CPU quota. Here an
-/// idle worker sleeps at once, and a submit makes the wake-up call only when a worker
-/// sleeps. The admission cap bounds its length; the lock is never held while a job runs.
+/// before it sleeps (1.8–3.4 yields per call measured at 1000 calls/s), which on a
+/// sidecar's shared core hands the CPU around for nothing and burns the pod's CPU quota.
+/// Here an idle worker sleeps at once, and a submit makes the wake-up call only when a
+/// worker sleeps. Under a flood that gives the worker the core sooner: more calls served,
+/// each refusal a little slower (loadtest/results/2026-11-22c/analysis.md). The admission
+/// cap bounds the queue's length; the lock is never held while a job runs.
 struct JobQueue {
     state: Mutex<QueueState>,
     ready: Condvar,
