@@ -581,7 +581,7 @@ def section_c(ctx) -> dict:
     for size, rate in (("4k", P["app_rate"]), ("64k", P["app_rate_64k"])):
         # Interleaved repetitions (0, 100, 0, 100, …): a p99 of one 20 s window is decided
         # by a few dozen calls, which one stall of this shared machine can move; the
-        # table shows the median run of each rollout and the report lists every run.
+        # table shows each figure's median over a rollout's runs, and the report lists every run.
         reps = [demo_runs(ctx, size, rate, i) for i in range(1, P["app_repeats"] + 1)]
         runs = {rollout: median_record([r[rollout] for r in reps]) for rollout in (0, 100)}
         workloads.append({"set": size, "rate": rate, "runs": runs, "reps": reps})
