@@ -430,6 +430,15 @@ def payload_lines(ctx, size: str) -> Path:
 # ----------------------------------------------------------------------------- sections
 
 
+def server_cpu(r: dict, pid: int, ticks_before: int) -> None:
+    """normd's CPU over an oha step: in cores, and per call answered. Below saturation
+    every call also pays the threads' sleep and wake-up, which a saturated server
+    amortizes, so the per-call figure shows what a call costs at that rate."""
+    cpu_s = (cpu_ticks(pid) - ticks_before) / CLK_TCK
+    r["server_cpu_util"] = cpu_s / r["seconds"]
+    r["server_cpu_s_per_call"] = cpu_s / r["requests"] if r["requests"] else None
+
+
 def section_a(ctx) -> dict:
     P = ctx.p
     res: dict = {"cold_start_ms": [], "sat": {}, "rates": {}, "sizes": {}}
@@ -463,9 +472,7 @@ def section_a(ctx) -> dict:
             c0 = cpu_ticks(n.pid)
             with RssSampler({"normd": n.pid}) as rs:
                 r = oha(ctx, f"sat-4k-{transport}", target, lines4k, P["sat"], 32, headers=SAT_HDR)
-            cpu_s = (cpu_ticks(n.pid) - c0) / CLK_TCK
-            r["server_cpu_util"] = cpu_s / r["seconds"]
-            r["server_cpu_s_per_call"] = cpu_s / r["requests"] if r["requests"] else None
+            server_cpu(r, n.pid, c0)
             r["peak_rss"] = proc_status(n.pid).get("VmHWM") or rs.peak["normd"]
             r["cmd"] = n.cmdline()
             res["sat"][transport] = r
@@ -479,11 +486,8 @@ def section_a(ctx) -> dict:
                 c0 = cpu_ticks(n.pid)
                 rr = oha(ctx, f"rate{int(frac * 100)}-4k-{transport}", target, lines4k,
                          P["rate"], 32, rate=rate)
-                cpu_s = (cpu_ticks(n.pid) - c0) / CLK_TCK
+                server_cpu(rr, n.pid, c0)
                 m1 = n.metrics()
-                # What a call costs at this rate: below saturation every call pays the
-                # threads' sleep and wake-up, which a saturated server amortizes.
-                rr["server_cpu_s_per_call"] = cpu_s / rr["requests"] if rr["requests"] else None
                 rr["server_over_1ms"] = hist_over(m0, m1, "normd_request_duration_seconds", "0.001", route="norm")
                 rr["queue_wait_over_1ms"] = hist_over(m0, m1, "normd_queue_wait_seconds", "0.001")
                 rr["frac"] = frac
@@ -504,9 +508,7 @@ def section_a(ctx) -> dict:
                     reset_peak(n.pid)
                     c0 = cpu_ticks(n.pid)
                     r = oha(ctx, f"sat-{size}-unix", target, lines, P["sat"], 32, headers=SAT_HDR)
-                    cpu_s = (cpu_ticks(n.pid) - c0) / CLK_TCK
-                    r["server_cpu_util"] = cpu_s / r["seconds"]
-                    r["server_cpu_s_per_call"] = cpu_s / r["requests"] if r["requests"] else None
+                    server_cpu(r, n.pid, c0)
                     r["peak_rss"] = proc_status(n.pid).get("VmHWM")
                     res["sizes"][size] = r
                 time.sleep(P["idle_wait"])
@@ -531,7 +533,7 @@ def section_b(ctx, sat_rps: float) -> dict:
             r = oha(ctx, "overload-4k-unix", target, lines4k, P["overload"], P["overload_conns"],
                     rate=rate, headers=("X-Deadline-Ms: 20",))
         m1 = n.metrics()
-        r["server_cpu_util"] = (cpu_ticks(n.pid) - c0) / CLK_TCK / r["seconds"]
+        server_cpu(r, n.pid, c0)
         r["peak_rss"] = max(proc_status(n.pid).get("VmHWM", 0), rs.peak["normd"])
         r["rss_timeline"] = [(round(t, 2), row["normd"]) for t, row in rs.timeline[::4]]
         r["requested_rate"] = rate
