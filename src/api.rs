@@ -139,7 +139,8 @@ impl Drop for InflightGauge {
 async fn work(state: AppState, route: Route, req: Request) -> Response {
     let received = Instant::now();
     let _inflight = InflightGauge::enter();
-    match work_inner(&state, route, req, received).await {
+    let mut body_abandoned = false;
+    match work_inner(&state, route, req, received, &mut body_abandoned).await {
         Ok(response) => response,
         Err((problem, in_bytes)) => {
             if let Some(reason) = rejection_reason(problem.code) {
@@ -155,6 +156,13 @@ async fn work(state: AppState, route: Route, req: Request) -> Response {
             }
             let mut r = problem.into_response();
             r.extensions_mut().insert(InBytes(in_bytes));
+            if body_abandoned {
+                // hyper cannot reuse a connection whose request body was left half-read;
+                // saying so lets the client open a new one instead of finding the old
+                // one closed under its next request.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             r
         }
     }
@@ -183,6 +191,7 @@ async fn work_inner(
     route: Route,
     req: Request,
     received: Instant,
+    body_abandoned: &mut bool,
 ) -> Result<Response, Failed> {
     let (parts, body) = req.into_parts();
     let mut unread = Unread::new(body, state.config.max_body_bytes);
@@ -246,6 +255,7 @@ async fn work_inner(
     if let Some(len) = declared_len {
         if len > max_body {
             unread.close_connection();
+            *body_abandoned = true;
             return Err(fail(
                 Problem::new(
                     Code::PayloadTooLarge,
@@ -272,6 +282,8 @@ async fn work_inner(
         Limited::new(unread.take(), max_body).collect(),
     )
     .await;
+    // Any failure below leaves the body partly read: the connection cannot be reused.
+    *body_abandoned = !matches!(collected, Ok(Ok(_)));
     let raw: Bytes = match collected {
         Err(_) => return Err(fail(refusal_problem(Refusal::DeadlineExceeded))),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {

@@ -387,6 +387,15 @@ pub async fn probe_round(targets: &[(&'static str, Target)], token: &str) -> Res
             Ok(r) if r.status == http::StatusCode::OK && r.body.as_ref() == CANARY_CANONICAL => {
                 Ok(())
             }
+            // Every connection is taken (by the app, presumably): the listener and the
+            // process answer, which is what this probe checks. A full queue or a wedged
+            // pool still fails it (those 429s and 504s carry no such header).
+            Ok(r)
+                if r.status == http::StatusCode::TOO_MANY_REQUESTS
+                    && r.headers.get(crate::server::REFUSED_HEADER).is_some() =>
+            {
+                Ok(())
+            }
             Ok(r) => Err(format!(
                 "{target}: status {} body {:?}",
                 r.status,

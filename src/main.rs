@@ -72,6 +72,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(errors) => return report("config", &errors, EXIT_USAGE),
     };
     let _log = normd::telemetry::init_logging(&config.log_level);
+    normd::telemetry::install_panic_hook();
     normd::telemetry::install_metrics();
     // HTTP parsing is light next to the pipeline; one I/O thread per two workers keeps
     // the sidecar's footprint small while the pool does the CPU work.
@@ -98,6 +99,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             version = env!("CARGO_PKG_VERSION"),
             socket = %config.socket.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "off".into()),
             listen = %listeners.tcp.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            metrics_listen = %listeners.metrics.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             schemas = state.schemas().len(),
             workers = config.workers,
             max_queue = config.max_queue,

@@ -2,9 +2,12 @@
 //! loopback rule, connection limits, header-read and idle timeouts, and the background
 //! tasks (memory sampler, self-probe, flags poller, schema reload).
 //!
-//! Owns: everything between `accept` and the router. A connection permit is taken
-//! before `accept`, so past `--max-connections` new clients wait in the kernel backlog
-//! instead of costing memory here.
+//! Owns: everything between `accept` and the router. The socket and TCP listeners share
+//! `--max-connections` permits, taken right after `accept`. A connection past the limit
+//! is answered at once, 429 `overloaded` with `Connection: close` (a few at a time; past
+//! that it is closed unanswered), so a client learns "no" instead of waiting in the
+//! kernel's backlog. `--metrics-listen` has its own few permits, so scrapes and health
+//! checks there are never blocked by work connections.
 //! Never: steals a live socket (another normd answering on the path is an error) and
 //! never leaves the socket with default permissions: mode and group are applied right
 //! after bind, and failure to do so fails startup.
@@ -188,31 +191,44 @@ pub async fn run(
     let router = crate::router(state.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
-    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let work_limit = Limit::new(cfg.max_connections, "--max-connections");
     let socket_path = listeners.unix.as_ref().map(|(_, p, id)| (p.clone(), *id));
 
     // The work routes on the socket and TCP; observation only on --metrics-listen.
     let mut acceptors = Vec::new();
     if let Some((listener, _, _)) = listeners.unix {
-        acceptors.push((Acceptor::Unix(listener), router.clone()));
+        acceptors.push((
+            Acceptor::Unix(listener),
+            "unix",
+            router.clone(),
+            work_limit.clone(),
+        ));
     }
     if let Some(listener) = listeners.tcp {
-        acceptors.push((Acceptor::Tcp(listener), router.clone()));
+        acceptors.push((
+            Acceptor::Tcp(listener),
+            "tcp",
+            router.clone(),
+            work_limit.clone(),
+        ));
     }
     if let Some(listener) = listeners.metrics {
         acceptors.push((
             Acceptor::Tcp(listener),
+            "metrics",
             crate::metrics_router(state.clone()),
+            Limit::new(METRICS_LISTENER_CONNECTIONS, "the metrics listener's limit"),
         ));
     }
     let accept_tasks: Vec<_> = acceptors
         .into_iter()
-        .map(|(acceptor, routes)| {
+        .map(|(acceptor, name, routes, limit)| {
             tokio::spawn(accept_loop(
                 acceptor,
+                name,
                 routes,
                 Arc::clone(&cfg),
-                Arc::clone(&permits),
+                limit,
                 Arc::clone(&graceful),
                 stop_rx.clone(),
             ))
@@ -244,26 +260,46 @@ enum Acceptor {
     Tcp(TcpListener),
 }
 
+/// Connections `--metrics-listen` serves at once: Prometheus and a few humans.
+const METRICS_LISTENER_CONNECTIONS: usize = 16;
+
+/// Connections past the limit that are being answered 429 at once; past these, a
+/// connection is closed unanswered (a flood of connects must not cost tasks here).
+const REFUSING_CONNECTIONS: usize = 32;
+
+/// How long a refused connection gets to send its request head and body.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A listener group's connection permits, and the few slots for answering past them.
+#[derive(Clone)]
+struct Limit {
+    permits: Arc<Semaphore>,
+    refusing: Arc<Semaphore>,
+    max: usize,
+    flag: &'static str,
+}
+
+impl Limit {
+    fn new(max: usize, flag: &'static str) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max)),
+            refusing: Arc::new(Semaphore::new(REFUSING_CONNECTIONS)),
+            max,
+            flag,
+        }
+    }
+}
+
 async fn accept_loop(
     acceptor: Acceptor,
+    listener_name: &'static str,
     router: axum::Router,
     cfg: Arc<Config>,
-    permits: Arc<Semaphore>,
+    limit: Limit,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let listener_name = match acceptor {
-        Acceptor::Unix(_) => "unix",
-        Acceptor::Tcp(_) => "tcp",
-    };
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        };
         let accepted = tokio::select! {
             a = accept(&acceptor) => a,
             _ = stop.wait_for(|s| *s) => return,
@@ -276,6 +312,10 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Ok(permit) = Arc::clone(&limit.permits).try_acquire_owned() else {
+            refuse_connection(stream, listener_name, &limit);
+            continue;
         };
         let activity = Arc::new(AtomicU64::new(0));
         let epoch = Instant::now();
@@ -309,6 +349,69 @@ async fn accept_loop(
         });
     }
 }
+
+/// Answers a connection past the limit with one 429 `overloaded` and closes it. The
+/// request (head and body, bounded in size and time) is read first: closing a socket
+/// with unread bytes makes the kernel send a reset, which can destroy the answer before
+/// the client reads it. `X-Normd-Refused: connections` tells the self-probe that the
+/// listener itself is alive.
+fn refuse_connection(stream: Stream, listener_name: &'static str, limit: &Limit) {
+    telemetry::connection_refused(listener_name);
+    let Ok(slot) = Arc::clone(&limit.refusing).try_acquire_owned() else {
+        return; // dropping the stream closes it
+    };
+    let detail = format!(
+        "too many open connections ({} {}); use the in-app path",
+        limit.flag, limit.max
+    );
+    tokio::spawn(async move {
+        let _slot = slot;
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let detail = detail.clone();
+                async move {
+                    let _ = tokio::time::timeout(
+                        REFUSAL_READ_TIMEOUT,
+                        http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                            req.into_body(),
+                            REFUSED_BODY_LIMIT,
+                        )),
+                    )
+                    .await;
+                    let mut response = axum::response::IntoResponse::into_response(
+                        crate::error::Problem::new(crate::error::Code::Overloaded, detail),
+                    );
+                    let headers = response.headers_mut();
+                    headers.insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                    headers.insert(
+                        REFUSED_HEADER,
+                        http::HeaderValue::from_static("connections"),
+                    );
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+        let io = TokioIo::new(ActivityIo {
+            inner: stream,
+            activity: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(REFUSAL_READ_TIMEOUT)
+            .keep_alive(false)
+            .serve_connection(io, service);
+        let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT * 2, conn).await;
+    });
+}
+
+/// Header on the 429 given to a connection past the limit.
+pub const REFUSED_HEADER: &str = "x-normd-refused";
+
+/// Body bytes read (and discarded) from a refused connection before answering it.
+const REFUSED_BODY_LIMIT: usize = 1 << 20;
 
 /// Either kind of accepted stream.
 enum Stream {

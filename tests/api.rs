@@ -48,6 +48,8 @@ fn shared() -> Arc<Normd> {
             .args(&RELAXED_DEADLINES)
             .args(&["--config", config.to_str().expect("utf-8 path")])
             .env("NORMD_DEBUG_PANIC", "1")
+            // As in a shell that exports it: a panic must still answer 500 at once.
+            .env("RUST_BACKTRACE", "full")
             .start()
     })
 }
@@ -1371,6 +1373,20 @@ fn a_panic_answers_500_internal_and_the_next_request_succeeds() {
         );
         let reply = n.call(via, "POST", "/norm", &[JSON], KNOWN);
         check_norm_reply(&reply, KNOWN.len(), "gzip", KNOWN_CANONICAL.as_bytes());
+    }
+    // The panic is logged as one JSON line, and no plain-text panic message or
+    // backtrace lands in the JSON log stream.
+    let logged = n.wait_for_log(Duration::from_secs(5), |v| {
+        v["msg"] == "panic" && v["level"] == "error"
+    });
+    let logged = logged.expect("a JSON `panic` log line");
+    assert_eq!(logged["panic"], "panic requested by x-normd-debug-panic");
+    assert!(logged["location"].as_str().unwrap_or("").contains("api.rs"));
+    for line in n.logs() {
+        assert!(
+            serde_json::from_str::<Value>(&line).is_ok_and(|v| v.is_object()),
+            "not a JSON log line: {line}"
+        );
     }
     // Without NORMD_DEBUG_PANIC=1 the header does nothing.
     let m = limits();

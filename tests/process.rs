@@ -11,7 +11,10 @@ mod support;
 
 use std::time::Duration;
 
-use common::{assert_problem, header, parse_raw_response, run_normd, Normd, Reply, Via};
+use common::{
+    assert_problem, header, parse_raw_response, poll_until, raw_exchange, run_normd, Normd,
+    RawTarget, Reply, Via,
+};
 use support::*;
 
 fn args(extra: &[&[&str]]) -> Vec<String> {
@@ -670,4 +673,123 @@ fn a_refused_upload_is_discarded_and_the_connection_kept() {
 
     let (status, _, _) = held.into_iter().next().expect("held").finish();
     assert_eq!(status.as_u16(), 200);
+}
+
+/// A call that fails while its body is still arriving (budget spent mid-upload, or a
+/// declared length over the cap) leaves the connection unusable: the answer says
+/// `Connection: close`, so the client opens a new connection instead of finding this
+/// one closed under its next request.
+#[test]
+fn a_call_failed_mid_upload_says_connection_close() {
+    use std::io::Write;
+    let n = start(&[&["--max-body-bytes", "100000"]]);
+
+    // Budget spent while the body trickles in: 504, then the connection closes.
+    let mut s = std::os::unix::net::UnixStream::connect(n.socket_path()).expect("connect");
+    s.write_all(
+        b"POST /norm HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 65536\r\nX-Deadline-Ms: 100\r\n\r\n[",
+    )
+    .expect("head and the first byte");
+    let reply = parse_raw_response(&read_reply_bytes(&mut s));
+    assert_problem(&reply, 504, "deadline_exceeded");
+    assert_eq!(header(&reply.1, "connection"), "close");
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+    assert!(rest.is_empty(), "nothing after the 504: {rest:?}");
+
+    // Declared over the cap: 413 before reading, and the same notice.
+    let mut s = std::os::unix::net::UnixStream::connect(n.socket_path()).expect("connect");
+    s.write_all(
+        b"POST /norm HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 200000\r\n\r\n",
+    )
+    .expect("head");
+    let reply = parse_raw_response(&read_reply_bytes(&mut s));
+    assert_problem(&reply, 413, "payload_too_large");
+    assert_eq!(header(&reply.1, "connection"), "close");
+
+    // A call whose body was read in full keeps its connection.
+    let mut s = std::os::unix::net::UnixStream::connect(n.socket_path()).expect("connect");
+    for _ in 0..2 {
+        s.write_all(
+            b"POST /norm HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 2\r\nX-Deadline-Ms: 30000\r\n\r\n{}",
+        )
+        .expect("request");
+        let reply = parse_raw_response(&read_reply_bytes(&mut s));
+        assert_eq!(status_of(&reply), 200);
+        assert!(reply.1.get("connection").is_none_or(|v| v != "close"));
+    }
+}
+
+/// Past `--max-connections` (socket and TCP together) a new connection is answered at
+/// once, 429 `overloaded` with `Connection: close`, instead of waiting in the kernel's
+/// backlog; the metrics listener has its own connections and still answers; a
+/// connection is served again once one closes.
+#[test]
+fn past_max_connections_a_connection_is_answered_429_at_once() {
+    use std::io::Write;
+    let n = start(&[
+        &["--max-connections", "2", "--metrics-listen", "127.0.0.1:0"],
+        &QUIET_PROBE,
+    ]);
+    wait_first_probe_round(&n);
+    let metrics_addr: std::net::SocketAddr = n
+        .log_json()
+        .iter()
+        .find(|v| v["msg"] == "normd serving")
+        .and_then(|v| v["metrics_listen"].as_str().map(str::to_owned))
+        .expect("metrics_listen in the serving line")
+        .parse()
+        .expect("metrics listen address");
+
+    // Two keep-alive connections, each served once, hold both permits.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = std::os::unix::net::UnixStream::connect(n.socket_path()).expect("connect");
+        s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("request");
+        let reply = parse_raw_response(&read_reply_bytes(&mut s));
+        assert_eq!(status_of(&reply), 200);
+        held.push(s);
+    }
+
+    let refused = parse_raw_response(&raw_exchange(
+        RawTarget::Tcp(n.tcp_addr()),
+        b"POST /norm HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 2\r\n\r\n{}",
+    ));
+    let p = assert_problem(&refused, 429, "overloaded");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("--max-connections 2")),
+        "{p}"
+    );
+    assert_eq!(header(&refused.1, "connection"), "close");
+    assert_eq!(header(&refused.1, "x-normd-refused"), "connections");
+    assert!(retry_after(&refused) >= 1);
+
+    let scrape = parse_raw_response(&raw_exchange(
+        RawTarget::Tcp(metrics_addr),
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ));
+    assert_eq!(status_of(&scrape), 200);
+    let text = String::from_utf8_lossy(&scrape.2);
+    assert!(
+        text.lines()
+            .any(|l| l == "normd_connections_refused_total{listener=\"tcp\"} 1"),
+        "{text}"
+    );
+
+    drop(held.pop());
+    let served = poll_until(WAIT, || {
+        let raw = raw_exchange(
+            RawTarget::Unix(n.socket_path()),
+            b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        status_of(&parse_raw_response(&raw)) == 200
+    });
+    assert!(served, "a connection is served once a permit is free");
 }
