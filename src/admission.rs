@@ -96,7 +96,9 @@ struct JobQueue {
 }
 
 struct QueueState {
-    jobs: VecDeque<Job>,
+    /// Jobs by ticket, oldest first.
+    jobs: VecDeque<(u64, Job)>,
+    next_ticket: u64,
     /// Workers waiting on `ready`.
     sleeping: usize,
     /// Workers started; with none, a job would never run.
@@ -108,6 +110,7 @@ impl JobQueue {
         Self {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
+                next_ticket: 0,
                 sleeping: 0,
                 workers: 0,
             }),
@@ -124,26 +127,38 @@ impl JobQueue {
         self.lock().workers += 1;
     }
 
-    /// Queues `job`, or hands it back when no worker exists to run it.
-    fn push(&self, job: Job) -> Result<(), Job> {
+    /// Queues `job` and returns its ticket, or hands it back when no worker exists to
+    /// run it.
+    fn push(&self, job: Job) -> Result<u64, Job> {
         let mut state = self.lock();
         if state.workers == 0 {
             return Err(job);
         }
-        state.jobs.push_back(job);
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.jobs.push_back((ticket, job));
         let wake = state.sleeping > 0;
         drop(state);
         if wake {
             self.ready.notify_one();
         }
-        Ok(())
+        Ok(ticket)
+    }
+
+    /// Takes back a job no worker has started yet (its caller gave up). The queue is at
+    /// most `--max-queue` long, so the scan is short. The caller drops the job, outside
+    /// the lock.
+    fn withdraw(&self, ticket: u64) -> Option<Job> {
+        let mut state = self.lock();
+        let at = state.jobs.iter().position(|(t, _)| *t == ticket)?;
+        state.jobs.remove(at).map(|(_, job)| job)
     }
 
     /// The next job, sleeping until there is one.
     fn pop(&self) -> Job {
         let mut state = self.lock();
         loop {
-            if let Some(job) = state.jobs.pop_front() {
+            if let Some((_, job)) = state.jobs.pop_front() {
                 return job;
             }
             state.sleeping += 1;
@@ -341,15 +356,29 @@ impl Admission {
             admission.record_service(started.elapsed());
             let _ = done_tx.send(result.map_err(|_| Refusal::Panicked));
         });
-        if self.jobs.push(job).is_err() {
+        let Ok(ticket) = self.jobs.push(job) else {
             return Err(Refusal::Overloaded("the worker pool is gone"));
-        }
+        };
+        // A caller that gives up before its job starts takes the job back out of the
+        // queue: its slot (and its body's bytes) are free at once, not when a worker
+        // reaches the dead entry.
+        let mut withdraw = Withdraw {
+            queue: Arc::clone(&self.jobs),
+            ticket: Some(ticket),
+        };
         match tokio::time::timeout_at(deadline.into(), done_rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => {
+                withdraw.ticket = None;
+                result
+            }
             // The job was dropped without answering: only if its thread died.
-            Ok(Err(_)) => Err(Refusal::Panicked),
+            Ok(Err(_)) => {
+                withdraw.ticket = None;
+                Err(Refusal::Panicked)
+            }
             Err(_) => {
                 budget.cancelled.store(true, Ordering::Relaxed);
+                withdraw.now(false);
                 Err(Refusal::DeadlineExceeded)
             }
         }
@@ -427,6 +456,32 @@ impl Budget {
 impl Stop for Budget {
     fn should_stop(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed) || Instant::now() >= self.deadline
+    }
+}
+
+/// Takes a caller's job back out of the queue when the caller stops waiting: at its
+/// deadline (`now`), or when its future is dropped (the client left).
+struct Withdraw {
+    queue: Arc<JobQueue>,
+    ticket: Option<u64>,
+}
+
+impl Withdraw {
+    fn now(&mut self, client_left: bool) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        // `None`: a worker has it already; the budget tells it to stop.
+        if let Some(job) = self.queue.withdraw(ticket) {
+            telemetry::cancelled_before_start(client_left);
+            drop(job); // gives back the queue slot and the body's byte permit
+        }
+    }
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        self.now(true);
     }
 }
 
@@ -558,6 +613,55 @@ mod tests {
         assert_eq!(r, Err(Refusal::Panicked));
         let slot = adm.reserve(far(), false).unwrap();
         assert_eq!(adm.run(slot, far(), |_| 7).await, Ok(7));
+    }
+
+    /// A call that stops waiting (deadline, or its future dropped because the client
+    /// left) while its job is still queued gives its slot back at once, although the
+    /// only worker is busy and never reaches the job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_that_gives_up_while_queued_frees_its_slot_at_once() {
+        let adm = Admission::start(1, 1, 1 << 20);
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let busy_slot = adm.reserve(far(), false).unwrap();
+        let busy_adm = Arc::clone(&adm);
+        let busy = tokio::spawn(async move {
+            busy_adm
+                .run(busy_slot, far(), move |_| {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.recv();
+                })
+                .await
+        });
+        tokio::task::spawn_blocking(move || started_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+
+        // Deadline while queued.
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let slot = adm.reserve(deadline, false).unwrap();
+        assert_eq!(adm.queued(), 1);
+        assert_eq!(
+            adm.run(slot, deadline, |_| ()).await,
+            Err(Refusal::DeadlineExceeded)
+        );
+        assert_eq!(
+            adm.queued(),
+            0,
+            "the slot is back before the worker frees up"
+        );
+
+        // The caller leaves while queued.
+        let slot = adm.reserve(far(), false).unwrap();
+        let waited =
+            tokio::time::timeout(Duration::from_millis(20), adm.run(slot, far(), |_| ())).await;
+        assert!(waited.is_err(), "still queued behind the busy worker");
+        assert_eq!(adm.queued(), 0);
+        assert!(adm.reserve(far(), false).is_ok());
+
+        release_tx.send(()).unwrap();
+        assert_eq!(busy.await.unwrap(), Ok(()));
     }
 
     #[tokio::test]

@@ -94,7 +94,9 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         response.headers_mut().insert("x-request-id", v);
     }
     telemetry::request_done(route, status, code.unwrap_or("ok"), took);
-    if !matches!(route, "probe" | "metrics" | "livez" | "readyz") {
+    // Every request gets its line, health checks and scrapes included; only the
+    // self-probe's own canaries (two a second, from inside) are left out.
+    if route != "probe" {
         telemetry::access_log(
             state.config.log_sample,
             &trace_id,

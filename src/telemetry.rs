@@ -433,6 +433,11 @@ fn parse_traceparent(tp: &str) -> Option<&str> {
     if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
         return None;
     }
+    // Version 00 has exactly these four fields; a later version may append more
+    // (W3C Trace Context §3.2.4: parse what this version knows, ignore the rest).
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
     Some(trace)
 }
 
@@ -669,5 +674,29 @@ mod tests {
         let generated = trace_id(None, Some("has space"));
         assert_eq!(generated.len(), 32);
         assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    /// W3C Trace Context: version 00 has exactly four fields; later versions may add
+    /// fields after the flags, which a version-00 parser ignores.
+    #[test]
+    fn traceparent_fields_follow_the_version() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let tp = |s: &str| parse_traceparent(s).map(str::to_owned);
+        assert_eq!(
+            tp(&format!("00-{trace}-00f067aa0ba902b7-01")),
+            Some(trace.into())
+        );
+        assert_eq!(tp(&format!("00-{trace}-00f067aa0ba902b7-01-extra")), None);
+        assert_eq!(tp(&format!("00-{trace}-00f067aa0ba902b7-01-")), None);
+        assert_eq!(
+            tp(&format!("01-{trace}-00f067aa0ba902b7-01-extra")),
+            Some(trace.into())
+        );
+        assert_eq!(tp(&format!("ff-{trace}-00f067aa0ba902b7-01")), None);
+        assert_eq!(
+            tp(&format!("00-{}-00f067aa0ba902b7-01", trace.to_uppercase())),
+            None
+        );
+        assert_eq!(tp(&format!("00-{trace}-00f067aa0ba902b7")), None);
     }
 }

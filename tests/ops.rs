@@ -390,6 +390,19 @@ fn access_log_lines_carry_every_field_and_the_trace_id() {
     assert_eq!(generated.len(), 32, "{generated}");
     assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(find(&generated)["route"], "validate");
+
+    // Health checks and scrapes get their line too.
+    for (path, route) in [
+        ("/livez", "livez"),
+        ("/readyz", "readyz"),
+        ("/metrics", "metrics"),
+    ] {
+        let id = format!("req-{route}");
+        let (status, _, _) = n.unix("GET", path, &[("x-request-id", &id)], "");
+        let line = find(&id);
+        assert_eq!(line["route"], route);
+        assert_eq!(line["status"], status.as_u16());
+    }
 }
 
 /// Issue: flipping `norm.enabled` off → on → off is seen through the API (GET /flags
