@@ -456,8 +456,16 @@ fn wants_envelope(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|m| {
-            let m = m.split(';').next().unwrap_or("").trim();
-            m.eq_ignore_ascii_case("application/json")
+            let mut parts = m.split(';');
+            let range = parts.next().unwrap_or("").trim();
+            // `q=0` means "not acceptable" (RFC 9110 §12.4.2).
+            let refused = parts.any(|p| {
+                p.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("q")
+                        && v.trim().parse::<f32>().is_ok_and(|q| q == 0.0)
+                })
+            });
+            range.eq_ignore_ascii_case("application/json") && !refused
         })
 }
 
@@ -525,7 +533,7 @@ fn refusal_problem(r: Refusal) -> Problem {
         }
         Refusal::DeadlineExceeded => Problem::new(
             Code::DeadlineExceeded,
-            "the call's budget ran out before its work finished",
+            "the call's budget (X-Deadline-Ms, else the default) ran out before its answer was ready",
         ),
         Refusal::Panicked => {
             Problem::new(Code::Internal, "the work for this call failed unexpectedly")
@@ -561,6 +569,13 @@ impl Selection {
                     ))
                 }
             };
+            // Two values for one name: neither silently wins.
+            if slot.is_some() {
+                return Err(Problem::new(
+                    Code::BadParameter,
+                    format!("query parameter {k:?} is given more than once"),
+                ));
+            }
             *slot = Some(v);
         }
         Ok(s)
@@ -663,6 +678,14 @@ fn resolve_plan(
         None => None,
         Some(name) => {
             let set = state.schemas();
+            if set.is_empty() {
+                // Nothing is loaded (see /readyz `schemas`): not the caller's mistake, and
+                // a reload may fix it, so the app should fall back and retry later.
+                return Err(Problem::new(
+                    Code::NotReady,
+                    format!("schema {name:?} cannot be used: no schemas are loaded; use the in-app path"),
+                ));
+            }
             Some(set.get(name).ok_or_else(|| {
                 Problem::unknown_name(Code::UnknownSchema, "schema", name, set.names())
             })?)
@@ -706,17 +729,27 @@ fn resolve_plan(
 }
 
 /// JSON for `application/json`, `*/*+json` or no Content-Type; text for `text/plain`.
+/// A `charset` other than UTF-8 (or its subset US-ASCII) is refused: the body would
+/// otherwise be read as UTF-8 and its text changed.
 fn media_mode(headers: &HeaderMap) -> Result<Mode, Problem> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Ok(Mode::Json);
     };
     let text = ct.to_str().unwrap_or("");
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let charset = parts.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
+    });
+    if let Some(cs) = charset.filter(|cs| !matches!(cs.as_str(), "utf-8" | "utf8" | "us-ascii")) {
+        return Err(Problem::new(
+            Code::UnsupportedMediaType,
+            format!("charset {cs:?} is not supported (normd reads UTF-8 only)"),
+        ));
+    }
     if essence == "application/json" || (essence.contains('/') && essence.ends_with("+json")) {
         Ok(Mode::Json)
     } else if essence == "text/plain" {
@@ -738,7 +771,15 @@ fn deadline_for(
     default: Duration,
     received: Instant,
 ) -> Result<Instant, Problem> {
-    let budget = match headers.get("x-deadline-ms") {
+    let mut given = headers.get_all("x-deadline-ms").iter();
+    let (first, second) = (given.next(), given.next());
+    if second.is_some() {
+        return Err(Problem::new(
+            Code::BadParameter,
+            "X-Deadline-Ms is given more than once",
+        ));
+    }
+    let budget = match first {
         None => default,
         Some(v) => {
             let text = v.to_str().unwrap_or("").trim();
@@ -890,6 +931,34 @@ mod tests {
             HeaderValue::from_static("application/xml"),
         );
         assert_eq!(media_mode(&h).unwrap_err().code, Code::UnsupportedMediaType);
+        // UTF-8 only: another charset would be read as UTF-8 and its text changed.
+        for ok in [
+            "text/plain; charset=UTF-8",
+            "application/json;charset=\"utf-8\"",
+            "text/plain; charset=us-ascii",
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ok));
+            assert!(media_mode(&h).is_ok(), "{ok}");
+        }
+        for refused in [
+            "text/plain; charset=latin1",
+            "application/json; charset=utf-16",
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(refused));
+            assert_eq!(
+                media_mode(&h).unwrap_err().code,
+                Code::UnsupportedMediaType,
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_query_parameter_given_twice_is_refused() {
+        assert!(Selection::from_query("encoding=gzip&level=3", Route::Norm).is_ok());
+        let p = Selection::from_query("encoding=gzip&encoding=br", Route::Norm).unwrap_err();
+        assert_eq!(p.code, Code::BadParameter);
+        assert!(p.detail.contains("encoding"), "{}", p.detail);
     }
 
     #[test]
@@ -901,5 +970,10 @@ mod tests {
             HeaderValue::from_static("text/html, application/json;q=0.9"),
         );
         assert!(wants_envelope(&h));
+        // q=0: "not acceptable".
+        for refused in ["application/json;q=0", "application/json; q=0.0, */*"] {
+            h.insert(header::ACCEPT, HeaderValue::from_static(refused));
+            assert!(!wants_envelope(&h), "{refused}");
+        }
     }
 }

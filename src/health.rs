@@ -261,8 +261,10 @@ impl Health {
         self.stopping.load(Ordering::Relaxed)
     }
 
+    /// A set of zero schemas counts as not loaded: an empty schemas dir is a missing
+    /// mount far more often than a choice.
     pub fn set_schemas(&self, count: usize) {
-        self.schemas_loaded.store(true, Ordering::Relaxed);
+        self.schemas_loaded.store(count > 0, Ordering::Relaxed);
         self.schema_count.store(count as u32, Ordering::Relaxed);
     }
 

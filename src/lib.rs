@@ -69,6 +69,12 @@ impl AppState {
         );
         let health = Health::new(memory, config.probe_failures);
         health.set_schemas(schemas.len());
+        if schemas.is_empty() {
+            tracing::warn!(
+                "no schemas loaded: /readyz reports `schemas` failing and calls that name a \
+                 schema get 503 not_ready until a reload (SIGHUP) finds some"
+            );
+        }
         schemas
             .iter()
             .for_each(|s| telemetry::schema_known(&s.name));
@@ -96,6 +102,11 @@ impl AppState {
     pub fn reload_schemas(&self) -> bool {
         let result = load_schemas(&self.config).and_then(|set| {
             check_profiles(&self.config, &set)?;
+            // A dir that went empty (an unmounted volume, a bad deploy) must not wipe a
+            // working set.
+            if set.is_empty() && !self.schemas().is_empty() {
+                return Err(vec!["the schemas dir holds no schemas now".to_owned()]);
+            }
             Ok(set)
         });
         match result {

@@ -1022,6 +1022,9 @@ fn bad_parameters_are_400() {
             "/norm?encoding=identity&level=1",
             "/norm?color=blue",
             "/validate?schema=order.v1&strict=1",
+            // Given twice: neither value silently wins.
+            "/norm?encoding=gzip&encoding=br",
+            "/validate?schema=order.v1&schema=address.v1",
         ] {
             assert_problem(
                 &n.call(via, "POST", path, &[JSON], KNOWN),
@@ -1051,6 +1054,15 @@ fn bad_parameters_are_400() {
                 "{p:#}"
             );
         }
+        // Twice, even with the same value.
+        let reply = n.call(
+            via,
+            "POST",
+            "/norm",
+            &[JSON, ("x-deadline-ms", "3000"), ("x-deadline-ms", "3000")],
+            KNOWN,
+        );
+        assert_problem(&reply, 400, "bad_parameter");
         // A good one is fine.
         let (s, _, _) = n.call(
             via,

@@ -659,3 +659,61 @@ fn sighup_reloads_schemas_and_a_broken_reload_keeps_the_old_set() {
     let (status, doc, _) = readyz(&n, "");
     assert_eq!(status, 200, "{doc:#}");
 }
+
+/// An empty schemas dir (a missing mount, more often than a choice) is "schemas not
+/// loaded": /readyz fails `schemas`, a call that names a schema gets 503 `not_ready`
+/// (the app falls back), calls without one are served. A SIGHUP that finds schemas makes
+/// normd ready; a later reload of an emptied dir keeps the working set.
+#[test]
+fn an_empty_schemas_dir_is_not_ready_until_a_reload_finds_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let schemas = dir.path().join("schemas");
+    std::fs::create_dir(&schemas).unwrap();
+    let n = Normd::builder()
+        .dir(dir)
+        .args(&["--schemas", &schemas.display().to_string()])
+        .args(&BASE_ARGS)
+        .start();
+    wait_signal_handlers(&n, &[SIGHUP]);
+
+    let (status, doc, _) = readyz(&n, "");
+    assert_eq!(status, 503, "{doc:#}");
+    assert_eq!(doc["checks"]["schemas"]["ok"], false, "{doc:#}");
+    assert_eq!(doc["checks"]["schemas"]["count"], 0);
+    let reply = post_json(&n, "/norm?schema=order.v1", &[], "{}");
+    let p = assert_problem(&reply, 503, "not_ready");
+    assert!(
+        p["detail"].as_str().unwrap_or("").contains("order.v1"),
+        "{p}"
+    );
+    assert_eq!(header(&reply.1, "retry-after"), "1");
+    let (status, _, _) = post_json(&n, "/normalize", &[], r#"{"b":1,"a":2}"#);
+    assert_eq!(status.as_u16(), 200, "work without a schema is served");
+
+    let order = common::repo_path("schemas").join("order.v1.json");
+    let address = common::repo_path("schemas").join("address.v1.json");
+    std::fs::copy(&order, schemas.join("order.v1.json")).unwrap();
+    std::fs::copy(&address, schemas.join("address.v1.json")).unwrap();
+    n.send_signal("HUP");
+    assert!(
+        poll_until(WAIT, || readyz(&n, "").0 == 200),
+        "never ready after the reload: {:#}",
+        readyz(&n, "").1
+    );
+    let (status, _, body) = post_json(&n, "/validate?schema=order.v1", &[], "{}");
+    assert_eq!(status.as_u16(), 200);
+    assert_eq!(json(&body)["valid"], false);
+
+    std::fs::remove_file(schemas.join("order.v1.json")).unwrap();
+    std::fs::remove_file(schemas.join("address.v1.json")).unwrap();
+    n.send_signal("HUP");
+    wait_metrics(&n, "the reload of the emptied dir to fail", |m| {
+        m.sum("normd_schema_reloads_total", &[("result", "error")]) >= 1.0
+    });
+    assert_eq!(
+        schema_names(&n),
+        ["address.v1".to_owned(), "order.v1".to_owned()],
+        "the working set stays"
+    );
+    assert_eq!(readyz(&n, "").0, 200);
+}
