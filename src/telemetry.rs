@@ -201,10 +201,38 @@ pub fn render() -> String {
     match EXPORTER.get() {
         Some(Some(e)) => {
             e.process.collect();
-            e.handle.render()
+            exact_cpu_seconds(e.handle.render())
         }
         _ => String::new(),
     }
+}
+
+/// metrics-process feeds `process_cpu_seconds_total` through the `metrics` crate's
+/// integer counters, so it moved in whole seconds and `rate()` over it was a staircase
+/// for a sidecar that uses a fraction of a core. Its sample line is rewritten with the
+/// exact value (the kernel counts in ticks of 10 ms); the series stays a counter.
+fn exact_cpu_seconds(text: String) -> String {
+    const NAME: &str = "process_cpu_seconds_total ";
+    let Some(seconds) = process_cpu_seconds() else {
+        return text;
+    };
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.lines() {
+        if line.starts_with(NAME) {
+            out.push_str(NAME);
+            out.push_str(&seconds.to_string());
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// This process's user + system CPU time, in seconds.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+    Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
 }
 
 /// Runs the exporter's histogram upkeep; called periodically so memory stays flat.
@@ -674,6 +702,33 @@ mod tests {
         let generated = trace_id(None, Some("has space"));
         assert_eq!(generated.len(), 32);
         assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn the_cpu_counter_is_exact_not_whole_seconds() {
+        // Burn a little CPU (bounded) so the value has a fraction to show.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while process_cpu_seconds().is_some_and(|s| s < 0.05)
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+        }
+        std::hint::black_box(x);
+        let text =
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 0\nother 1\n";
+        let out = exact_cpu_seconds(text.to_owned());
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "# TYPE process_cpu_seconds_total counter");
+        assert_eq!(lines[2], "other 1");
+        let value: f64 = lines[1]
+            .strip_prefix("process_cpu_seconds_total ")
+            .and_then(|v| v.parse().ok())
+            .expect("a number");
+        assert!(value >= 0.05, "{value}");
+        assert!(out.ends_with('\n'));
     }
 
     /// W3C Trace Context: version 00 has exactly four fields; later versions may add
