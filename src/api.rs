@@ -278,12 +278,18 @@ async fn work_inner(
         .reserve_bytes(declared_len.unwrap_or(max_body))
         .map_err(|r| fail(refusal_problem(r)))?;
 
-    // Read the body under both the size cap and the deadline.
-    let collected = tokio::time::timeout_at(
-        deadline.into(),
-        Limited::new(unread.take(), max_body).collect(),
-    )
-    .await;
+    // Read the body under both the size cap and the deadline (and answer, rather than
+    // be cut, if the shutdown timeout comes first).
+    let collected = tokio::select! {
+        c = tokio::time::timeout_at(
+            deadline.into(),
+            Limited::new(unread.take(), max_body).collect(),
+        ) => c,
+        () = state.health.wait_cutoff() => {
+            *body_abandoned = true;
+            return Err(fail(cut_off_problem()));
+        }
+    };
     // Any failure below leaves the body partly read: the connection cannot be reused.
     *body_abandoned = !matches!(collected, Ok(Ok(_)));
     let raw: Bytes = match collected {
@@ -310,7 +316,7 @@ async fn work_inner(
     let debug_panic = state.config_debug_panic && headers.contains_key("x-normd-debug-panic");
 
     let (encoding, mode) = (plan.encoding, plan.mode);
-    let outcome = state
+    let work = state
         .admission
         .run(slot, deadline, move |budget| -> Result<Done, Problem> {
             if debug_panic {
@@ -331,8 +337,13 @@ async fn work_inner(
             };
             drop(permit);
             Ok(done)
-        })
-        .await;
+        });
+    // Dropping `work` at the cutoff takes a queued job back, or tells a running one to
+    // stop at its next checkpoint.
+    let outcome = tokio::select! {
+        o = work => o,
+        () = state.health.wait_cutoff() => return Err((cut_off_problem(), in_bytes)),
+    };
     let done = match outcome {
         Ok(Ok(done)) => done,
         Ok(Err(problem)) => return Err((problem, in_bytes)),
@@ -523,6 +534,14 @@ fn norm_response(
         h.insert("x-normd-digest", d);
     }
     response
+}
+
+/// The answer to a call still open when the shutdown timeout is about to cut it.
+fn cut_off_problem() -> Problem {
+    Problem::new(
+        Code::Draining,
+        "normd is shutting down and its shutdown timeout is up; use the in-app path",
+    )
 }
 
 /// Maps an admission refusal to its problem (the one place that does).

@@ -222,6 +222,9 @@ pub struct Health {
     probe_threshold: u32,
     probe_rounds: AtomicU64,
     probe_last_error: Mutex<Option<String>>,
+    /// Flips once, shortly before the shutdown timeout: calls still waiting for their
+    /// body or their work answer 503 `draining` then, before their connections are cut.
+    cutoff: tokio::sync::watch::Sender<bool>,
 }
 
 /// The checks `/readyz` reports, by name.
@@ -239,6 +242,22 @@ impl Health {
             probe_threshold,
             probe_rounds: AtomicU64::new(0),
             probe_last_error: Mutex::new(None),
+            cutoff: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// The shutdown timeout is about to cut what is still open: answer now.
+    pub fn cut_off(&self) {
+        self.cutoff.send_replace(true);
+    }
+
+    /// Resolves once [`Health::cut_off`] was called (never before).
+    pub fn wait_cutoff(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.cutoff.subscribe();
+        async move {
+            if rx.wait_for(|cut| *cut).await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 

@@ -3,8 +3,9 @@
 //! Owns: the order of a graceful exit. SIGTERM/SIGINT → readiness 503 at once (the
 //! endpoints controller needs time to notice) → keep serving for `--drain-delay-ms` (the
 //! app is still sending) → stop accepting, remove the socket file → finish in-flight
-//! calls → exit 0, all within `--shutdown-timeout-ms` counted from the signal. What the
-//! timeout cuts is logged, never silently dropped.
+//! calls → exit 0, all within `--shutdown-timeout-ms` counted from the signal. Shortly
+//! before that timeout, calls still open (a stalled upload, work past its turn) are
+//! answered 503 `draining`; what the timeout then cuts is logged, never silently dropped.
 //! Never: refuses a request that was already accepted without answering it.
 
 use std::path::Path;
@@ -18,6 +19,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::AppState;
+
+/// How long before the shutdown timeout the calls still open are answered, so their
+/// answers are written before the connections are cut (at most a quarter of the timeout).
+const CUTOFF_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The signal streams, installed before normd says it is serving: a SIGTERM that
 /// arrives right after startup must drain, not kill the process with the default action.
@@ -85,8 +90,32 @@ pub async fn drain(
     );
 
     let deadline = signalled + cfg.shutdown_timeout;
+    let cutoff = deadline - CUTOFF_MARGIN.min(cfg.shutdown_timeout / 4);
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-    match tokio::time::timeout_at(deadline.into(), graceful.shutdown()).await {
+    let finished = graceful.shutdown();
+    tokio::pin!(finished);
+    let on_time = tokio::select! {
+        () = &mut finished => true,
+        () = tokio::time::sleep_until(cutoff.into()) => false,
+    };
+    if !on_time {
+        // Calls still waiting for a body or for their work get 503 `draining` now, so
+        // the cut below finds their answers written rather than dropping them.
+        tracing::warn!(
+            queued = state.admission.queued(),
+            running = state.admission.running(),
+            timeout_ms = cfg.shutdown_timeout.as_millis() as u64,
+            "shutdown timeout near: answering the calls still open with 503 draining"
+        );
+        state.health.cut_off();
+    }
+    // `finished` may only be polled again if it has not completed.
+    let outcome = if on_time {
+        Ok(())
+    } else {
+        tokio::time::timeout_at(deadline.into(), finished).await
+    };
+    match outcome {
         Ok(()) => tracing::info!(
             took_ms = signalled.elapsed().as_millis() as u64,
             "shutdown complete"
