@@ -601,38 +601,11 @@ impl Selection {
     }
 }
 
-/// Minimal `application/x-www-form-urlencoded` decoding of a query string.
+/// The query string's `name=value` pairs, percent- and `+`-decoded.
 fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Builds the pipeline plan from the profile, the query overrides and the media type.
@@ -653,6 +626,12 @@ fn resolve_plan(
             )
         })?),
     };
+    if route == Route::Compress && sel.schema.is_some() {
+        return Err(Problem::new(
+            Code::BadParameter,
+            "/compress does not validate: drop ?schema= (use /norm to validate and compress)",
+        ));
+    }
     let defaults = crate::config::Profile::default();
     let p = profile.unwrap_or(&defaults);
 
