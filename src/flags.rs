@@ -221,20 +221,40 @@ fn is_yaml(path: &Path) -> bool {
     )
 }
 
+/// Every endpoint enabled at 100 %: what no file means, and what `set --reset` starts from.
+fn default_flags() -> BTreeMap<String, Flag> {
+    ENDPOINTS
+        .iter()
+        .map(|e| ((*e).to_owned(), Flag::default()))
+        .collect()
+}
+
 /// Parses a flags document. Unknown endpoints and fields are errors: a typo must not
-/// silently leave an endpoint at 100 %.
+/// silently leave an endpoint at 100 %. An empty (or whitespace-only) file is an error
+/// too: that is what a poll sees in the middle of a non-atomic write (`echo > flags.json`,
+/// an editor truncating first), and reading it as "all enabled" would undo a kill switch.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Flag>, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(format!(
+            "flags {}: the file is empty; write {{}} for the defaults",
+            path.display()
+        ));
+    }
     let raw: BTreeMap<String, Flag> = if is_yaml(path) {
-        serde_norway::from_slice(bytes).map_err(|e| format!("flags {}: {e}", path.display()))?
-    } else if bytes.iter().all(u8::is_ascii_whitespace) {
-        BTreeMap::new()
+        let yaml_error = |e: serde_norway::Error| format!("flags {}: {e}", path.display());
+        // Comments alone (or a bare `---`) are no document, which serde reads as `{}`.
+        let doc: serde_norway::Value = serde_norway::from_slice(bytes).map_err(yaml_error)?;
+        if doc.is_null() {
+            return Err(format!(
+                "flags {}: the file holds no YAML document; write {{}} for the defaults",
+                path.display()
+            ));
+        }
+        serde_norway::from_slice(bytes).map_err(yaml_error)?
     } else {
         serde_json::from_slice(bytes).map_err(|e| format!("flags {}: {e}", path.display()))?
     };
-    let mut flags: BTreeMap<String, Flag> = ENDPOINTS
-        .iter()
-        .map(|e| ((*e).to_owned(), Flag::default()))
-        .collect();
+    let mut flags = default_flags();
     for (name, flag) in raw {
         if !ENDPOINTS.contains(&name.as_str()) {
             return Err(format!(
@@ -275,9 +295,9 @@ pub fn get_command(path: &Path) -> Result<String, String> {
 pub fn set_command(path: &Path, assignments: &[String], reset: bool) -> Result<String, String> {
     let mut flags = if path.exists() && !reset {
         let bytes = std::fs::read(path).map_err(|e| format!("flags {}: {e}", path.display()))?;
-        parse(path, &bytes)?
+        parse(path, &bytes).map_err(|e| format!("{e} (--reset starts from the defaults)"))?
     } else {
-        parse(path, b"")?
+        default_flags()
     };
     for a in assignments {
         let (key, value) = a.split_once('=').ok_or_else(|| {
@@ -371,6 +391,44 @@ mod tests {
         assert!(parse(Path::new("f.json"), br#"{"norm":{"enable":false}}"#).is_err());
         assert!(parse(Path::new("f.json"), br#"{"norm":{"rollout_percent":101}}"#).is_err());
         assert!(parse(Path::new("f.yaml"), b"norm:\n  enabled: nope\n").is_err());
+    }
+
+    #[test]
+    fn an_empty_file_is_invalid_in_json_and_yaml() {
+        for (name, bytes) in [
+            ("f.json", &b""[..]),
+            ("f.json", b" \n\t\n"),
+            ("f.yaml", b""),
+            ("f.yml", b"\n  \n"),
+        ] {
+            let e = parse(Path::new(name), bytes).unwrap_err();
+            assert!(e.contains("empty") && e.contains("{}"), "{name}: {e}");
+        }
+        for bytes in [&b"# all flags commented out\n"[..], b"---\n", b"~\n"] {
+            let e = parse(Path::new("f.yaml"), bytes).unwrap_err();
+            assert!(e.contains("{}"), "{e}");
+        }
+        // `{}` is the way to say "defaults".
+        assert_eq!(parse(Path::new("f.json"), b"{}\n").unwrap(), default_flags());
+        assert_eq!(parse(Path::new("f.yaml"), b"{}\n").unwrap(), default_flags());
+    }
+
+    #[test]
+    fn an_emptied_file_keeps_the_last_good_flags_and_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        std::fs::write(&path, br#"{"norm":{"enabled":false}}"#).unwrap();
+        let flags = Flags::load(Some(path.clone())).unwrap();
+        // What `echo > flags.json` leaves for a poll that lands mid-write.
+        std::fs::write(&path, b"\n").unwrap();
+        assert!(!flags.poll());
+        assert!(!flags.get("norm").enabled, "the kill switch stays on");
+        assert!(flags.snapshot().last_error.as_deref().unwrap_or("").contains("empty"));
+        let e = Flags::load(Some(path.clone())).unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+        assert!(check_file(&path).unwrap_err().contains("empty"));
+        let e = set_command(&path, &["norm.rollout_percent=5".into()], false).unwrap_err();
+        assert!(e.contains("--reset"), "{e}");
     }
 
     #[test]

@@ -1502,6 +1502,16 @@ fn check_names_what_is_broken() {
         "{err}"
     );
 
+    // An empty flags file (JSON or YAML) is not "no flags".
+    for name in ["empty.json", "empty.yaml"] {
+        std::fs::write(p(name), "\n").expect("flags");
+        let err = run(&["check", "--schemas", schemas, "--flags", &p(name)]);
+        assert!(
+            err.contains(&p(name)) && err.contains("empty; write {} for the defaults"),
+            "{err}"
+        );
+    }
+
     // A bad config value.
     let err = run(&["check", "--schemas", schemas, "--socket-mode", "999"]);
     assert!(

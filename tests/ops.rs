@@ -475,7 +475,8 @@ fn a_flag_flip_off_on_off_is_served_and_the_flags_subcommand_edits_atomically() 
 }
 
 /// Issue: an invalid flags file keeps the last good flags (the endpoint stays as it
-/// was), GET /flags names the error, and the error is counted.
+/// was), GET /flags names the error, and the error is counted. An emptied file (what a
+/// poll sees during `echo > flags.json`) is invalid too: it must not undo a kill switch.
 #[test]
 fn an_invalid_flags_file_keeps_the_last_good_flags() {
     let (dir, path) = dir_with_flags(r#"{"norm": {"enabled": false}}"#);
@@ -490,6 +491,7 @@ fn an_invalid_flags_file_keeps_the_last_good_flags() {
         "{not json",
         r#"{"nrom": {"enabled": true}}"#,
         r#"{"norm": {"enabled": true, "rollout_percent": 101}}"#,
+        "\n",
     ] {
         write_atomically(&path, broken);
         let doc = wait_flags(&n, "the new error", |d| {
@@ -500,12 +502,16 @@ fn an_invalid_flags_file_keeps_the_last_good_flags() {
         assert_problem(&post_json(&n, "/norm", &[], "{}"), 503, "disabled");
         previous_error = doc["last_error"].clone();
     }
-    let m = wait_metrics(&n, "three counted errors", |m| {
-        m.sum("normd_flag_reloads_total", &[("result", "error")]) >= errors_before + 3.0
+    assert!(
+        previous_error.as_str().is_some_and(|e| e.contains("empty")),
+        "{previous_error}"
+    );
+    let m = wait_metrics(&n, "four counted errors", |m| {
+        m.sum("normd_flag_reloads_total", &[("result", "error")]) >= errors_before + 4.0
     });
     assert_eq!(
         m.sum("normd_flag_reloads_total", &[("result", "error")]),
-        errors_before + 3.0,
+        errors_before + 4.0,
         "each bad content is counted once"
     );
 
@@ -516,6 +522,30 @@ fn an_invalid_flags_file_keeps_the_last_good_flags() {
     });
     assert_eq!(doc["last_error"], Value::Null);
     assert_eq!(post_json(&n, "/norm", &[], "{}").0.as_u16(), 200);
+}
+
+/// Issue: an empty flags file at startup is a startup error, like any file that does
+/// not parse, in JSON and in YAML.
+#[test]
+fn an_empty_flags_file_fails_startup() {
+    for (name, content) in [("flags.json", ""), ("flags.yaml", "# nothing yet\n")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).expect("write flags");
+        let failure = Normd::builder()
+            .dir(dir)
+            .args(&["--flags", &path.display().to_string()])
+            .try_start()
+            .err()
+            .unwrap_or_else(|| panic!("normd started with an empty {name}"));
+        assert!(!failure.status.expect("exit status").success());
+        assert!(
+            failure.stderr.contains(&path.display().to_string())
+                && failure.stderr.contains("write {} for the defaults"),
+            "{}",
+            failure.stderr
+        );
+    }
 }
 
 /// Issue: a Kubernetes ConfigMap update (the `..data` symlink swapped atomically to a
