@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::builder::{NonEmptyStringValueParser, OsStringValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
@@ -30,7 +31,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Validate config, flags file and every schema; exit 0, or 1 with every problem named.
     Check(Box<ServeArgs>),
-    /// Show or edit a flags file (atomic write: temp file + rename).
+    /// Show or edit a flags file (atomic write: temp file + rename); ./flags.json unless
+    /// --flags or NORMD_FLAGS names another.
     Flags(FlagsArgs),
     /// One readiness (or liveness) check over the Unix socket and/or TCP; exit 0 or 1.
     Probe(ProbeArgs),
@@ -61,8 +63,9 @@ pub struct ServeArgs {
     /// Config file (.toml, .yaml or .yml): any setting below in snake_case, plus [profiles.NAME].
     #[arg(long, env = "NORMD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Feature flags file (JSON or YAML), polled for changes. [default: none = all enabled]
-    #[arg(long, env = "NORMD_FLAGS")]
+    /// Feature flags file (JSON or YAML), polled for changes; '' for none.
+    /// [default: ./flags.json if it exists at startup, else none = all enabled, no polling]
+    #[arg(long, env = "NORMD_FLAGS", value_parser = OsStringValueParser::new().map(PathBuf::from))]
     pub flags: Option<PathBuf>,
     /// Octal mode applied to the socket right after bind. [default: 0660]
     #[arg(long, env = "NORMD_SOCKET_MODE")]
@@ -143,19 +146,26 @@ pub struct ServeArgs {
     pub log_sample: Option<f64>,
 }
 
-/// `normd flags get|set`.
+/// `normd flags get|show|set`.
 #[derive(Debug, Clone, Args)]
 pub struct FlagsArgs {
     #[command(subcommand)]
     pub action: FlagsAction,
-    /// The flags file to read or edit.
-    #[arg(long, env = "NORMD_FLAGS", global = true)]
-    pub flags: Option<PathBuf>,
+    /// The flags file to read or edit (`set` creates it if missing).
+    #[arg(
+        long,
+        env = "NORMD_FLAGS",
+        global = true,
+        default_value = DEFAULT_FLAGS,
+        value_parser = NonEmptyStringValueParser::new().map(PathBuf::from)
+    )]
+    pub flags: PathBuf,
 }
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum FlagsAction {
     /// Print the effective flags (file values, defaults filled in) as JSON.
+    #[command(visible_alias = "show")]
     Get,
     /// Set one or more values, e.g. `norm.rollout_percent=25 compress.enabled=false`.
     Set {
@@ -361,6 +371,10 @@ pub fn default_socket_path() -> PathBuf {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
 
+/// The flags file of `normd flags`, and of `serve` when it exists and nothing names one
+/// (as `./schemas` is for schemas): a local edit then a restart just works on a laptop.
+pub const DEFAULT_FLAGS: &str = "./flags.json";
+
 impl Config {
     /// Reads the config file named by `args` (if any) and resolves everything.
     pub fn load(args: ServeArgs) -> Result<Self, Vec<String>> {
@@ -425,6 +439,11 @@ impl Config {
             Some(dir) => SchemaSource::Dir(dir),
             None if Path::new("schemas").is_dir() => SchemaSource::Dir(PathBuf::from("schemas")),
             None => SchemaSource::Embedded,
+        };
+        let flags = match args.flags.or(file.flags) {
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(path),
+            None => Some(PathBuf::from(DEFAULT_FLAGS)).filter(|p| p.is_file()),
         };
         let socket_mode_text = args
             .socket_mode
@@ -642,7 +661,7 @@ impl Config {
             listen,
             metrics_listen,
             schemas,
-            flags: args.flags.or(file.flags),
+            flags,
             socket_mode,
             socket_group: args.socket_group.or(file.socket_group),
             max_body_bytes,
@@ -796,6 +815,21 @@ mod tests {
         assert_eq!(c.ready_watermark, 0.8);
         assert_eq!(c.shed_watermark, 0.9);
         assert!(c.socket.unwrap().ends_with("normd.sock"));
+        // Tests run in the crate root, which must hold no flags.json (serve would read it).
+        assert_eq!(c.flags, None);
+    }
+
+    #[test]
+    fn an_empty_flags_path_means_no_flags_file() {
+        let file = parse_file_config(Path::new("c.toml"), "flags = \"\"\n").unwrap();
+        assert_eq!(Config::resolve(ServeArgs::default(), file).unwrap().flags, None);
+        let args = ServeArgs {
+            flags: Some(PathBuf::from("/etc/normd/flags.json")),
+            ..Default::default()
+        };
+        let file = parse_file_config(Path::new("c.toml"), "flags = \"\"\n").unwrap();
+        let c = Config::resolve(args, file).unwrap();
+        assert_eq!(c.flags, Some(PathBuf::from("/etc/normd/flags.json")));
     }
 
     #[test]

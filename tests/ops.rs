@@ -474,6 +474,70 @@ fn a_flag_flip_off_on_off_is_served_and_the_flags_subcommand_edits_atomically() 
     assert!(m.sum("normd_rejections_total", &[("reason", "disabled")]) >= 2.0);
 }
 
+/// Issue (SPEC §1, §7): `normd flags set norm.rollout_percent=25` works as written, on
+/// `./flags.json` (created if missing); `flags show` is `flags get`; `normd serve` reads
+/// `./flags.json` when it exists and nothing names another file, and polls it.
+#[test]
+fn the_flags_subcommands_and_serve_default_to_dot_flags_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Duration::from_secs(30);
+    let flags = |args: &[&str]| {
+        let (status, out, err) = common::run_normd_with(args, Some(dir.path()), &[], t);
+        assert_eq!(status.code(), Some(0), "{args:?}: {out}{err}");
+        out
+    };
+    let (_, help, _) = run_normd(&["flags", "--help"], t);
+    assert!(
+        help.contains("show") && help.contains("[default: ./flags.json]"),
+        "{help}"
+    );
+
+    let shown: Value = serde_json::from_str(&flags(&["flags", "show"])).expect("JSON");
+    assert_eq!(shown["version"], "default");
+    assert!(!dir.path().join("flags.json").exists(), "show writes nothing");
+    flags(&["flags", "set", "norm.rollout_percent=25"]);
+    let written = dir.path().join("flags.json");
+    assert!(written.is_file(), "set creates ./flags.json");
+    let shown: Value = serde_json::from_str(&flags(&["flags", "show"])).expect("JSON");
+    assert_eq!(shown["flags"]["norm"]["rollout_percent"], 25);
+    let got: Value = serde_json::from_str(&flags(&["flags", "get"])).expect("JSON");
+    assert_eq!(got, shown);
+
+    // serve, run in that directory with no --flags, reads and polls ./flags.json.
+    let n = Normd::builder()
+        .dir(dir)
+        .args(&BASE_ARGS)
+        .args(&["--flags-poll-ms", "100"])
+        .start();
+    let doc = flags_doc(&n);
+    assert_eq!(doc["source"], "./flags.json");
+    assert_eq!(doc["flags"]["norm"]["rollout_percent"], 25);
+    let (status, out, err) = common::run_normd_with(
+        &["flags", "set", "norm.enabled=false"],
+        Some(n.dir.path()),
+        &[],
+        t,
+    );
+    assert_eq!(status.code(), Some(0), "{out}{err}");
+    wait_flags(&n, "the edit of ./flags.json", |d| {
+        d["flags"]["norm"]["enabled"] == false
+    });
+    assert_problem(&post_json(&n, "/norm", &[], "{}"), 503, "disabled");
+
+    // `--flags ''` says "no flags file" even with ./flags.json present.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("flags.json"), r#"{"norm": {"enabled": false}}"#)
+        .expect("write flags");
+    let m = Normd::builder()
+        .dir(dir)
+        .args(&BASE_ARGS)
+        .args(&["--flags", ""])
+        .start();
+    let doc = flags_doc(&m);
+    assert_eq!(doc["source"], Value::Null);
+    assert_eq!(doc["flags"]["norm"]["enabled"], true);
+}
+
 /// Issue: an invalid flags file keeps the last good flags (the endpoint stays as it
 /// was), GET /flags names the error, and the error is counted. An emptied file (what a
 /// poll sees during `echo > flags.json`) is invalid too: it must not undo a kill switch.
