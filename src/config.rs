@@ -822,7 +822,10 @@ mod tests {
     #[test]
     fn an_empty_flags_path_means_no_flags_file() {
         let file = parse_file_config(Path::new("c.toml"), "flags = \"\"\n").unwrap();
-        assert_eq!(Config::resolve(ServeArgs::default(), file).unwrap().flags, None);
+        assert_eq!(
+            Config::resolve(ServeArgs::default(), file).unwrap().flags,
+            None
+        );
         let args = ServeArgs {
             flags: Some(PathBuf::from("/etc/normd/flags.json")),
             ..Default::default()

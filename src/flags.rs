@@ -346,21 +346,35 @@ pub fn set_command(path: &Path, assignments: &[String], reset: bool) -> Result<S
     Ok(text)
 }
 
+/// Replaces the file `path` leads to. Through symlinks: the temp file goes next to the
+/// final target and is renamed over it, so a link (a ConfigMap-style layout, a file kept
+/// in a config repo) stays a link. An existing file keeps its permission bits (a 0640
+/// file must not become world-readable); a new one gets the usual mode from the umask.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
+    use std::os::unix::fs::PermissionsExt;
+    let target = resolve_links(path)?;
+    let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
+    let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "flags".into());
+    let mode = match std::fs::metadata(&target) {
+        Ok(m) => Some(m.permissions().mode() & 0o7777),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
+        if let Some(mode) = mode {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        std::fs::rename(&tmp, &target)?;
         // Make the rename itself durable.
         std::fs::File::open(&dir)?.sync_all()
     })();
@@ -368,6 +382,28 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Follows `path` through symlinks (relative ones from the link's directory) to the file
+/// a write must replace, which may not exist yet.
+fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut at = path.to_path_buf();
+    // The kernel's own limit on a chain of links (ELOOP).
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let next = std::fs::read_link(&at)?;
+                at = match at.parent() {
+                    Some(dir) => dir.join(next),
+                    None => next,
+                };
+            }
+            Ok(_) => return Ok(at),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(at),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 #[cfg(test)]
@@ -409,8 +445,14 @@ mod tests {
             assert!(e.contains("{}"), "{e}");
         }
         // `{}` is the way to say "defaults".
-        assert_eq!(parse(Path::new("f.json"), b"{}\n").unwrap(), default_flags());
-        assert_eq!(parse(Path::new("f.yaml"), b"{}\n").unwrap(), default_flags());
+        assert_eq!(
+            parse(Path::new("f.json"), b"{}\n").unwrap(),
+            default_flags()
+        );
+        assert_eq!(
+            parse(Path::new("f.yaml"), b"{}\n").unwrap(),
+            default_flags()
+        );
     }
 
     #[test]
@@ -423,12 +465,115 @@ mod tests {
         std::fs::write(&path, b"\n").unwrap();
         assert!(!flags.poll());
         assert!(!flags.get("norm").enabled, "the kill switch stays on");
-        assert!(flags.snapshot().last_error.as_deref().unwrap_or("").contains("empty"));
+        assert!(flags
+            .snapshot()
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("empty"));
         let e = Flags::load(Some(path.clone())).unwrap_err();
         assert!(e.contains("empty"), "{e}");
         assert!(check_file(&path).unwrap_err().contains("empty"));
         let e = set_command(&path, &["norm.rollout_percent=5".into()], false).unwrap_err();
         assert!(e.contains("--reset"), "{e}");
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn set_keeps_the_permission_bits_of_an_existing_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        for mode in [0o640, 0o600, 0o664] {
+            std::fs::write(&path, b"{}").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            set_command(&path, &["norm.rollout_percent=7".into()], false).unwrap();
+            assert_eq!(mode_of(&path), mode, "mode {mode:o}");
+            assert_eq!(
+                Flags::load(Some(path.clone()))
+                    .unwrap()
+                    .get("norm")
+                    .rollout_percent,
+                7
+            );
+        }
+    }
+
+    #[test]
+    fn set_writes_through_a_symlink_and_keeps_it() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("flags.json"), br#"{"norm":{"enabled":false}}"#).unwrap();
+        std::fs::set_permissions(
+            real.join("flags.json"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        // A relative link to a relative link.
+        symlink("real/flags.json", dir.path().join("mid.json")).unwrap();
+        symlink("mid.json", dir.path().join("flags.json")).unwrap();
+        let link = dir.path().join("flags.json");
+        set_command(&link, &["norm.rollout_percent=5".into()], false).unwrap();
+        for l in ["flags.json", "mid.json"] {
+            let m = std::fs::symlink_metadata(dir.path().join(l)).unwrap();
+            assert!(m.file_type().is_symlink(), "{l} is still a link");
+        }
+        let f = parse(
+            Path::new("f.json"),
+            &std::fs::read(real.join("flags.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            !f["norm"].enabled,
+            "the edit started from the target's content"
+        );
+        assert_eq!(f["norm"].rollout_percent, 5);
+        assert_eq!(mode_of(&real.join("flags.json")), 0o640);
+        assert_eq!(
+            names_in(&real),
+            vec!["flags.json"],
+            "the temp file was renamed away"
+        );
+        assert_eq!(names_in(dir.path()), vec!["flags.json", "mid.json", "real"]);
+
+        // A dangling link: the target is created, the link kept.
+        symlink("real/new.json", dir.path().join("new.json")).unwrap();
+        set_command(
+            &dir.path().join("new.json"),
+            &["compress.enabled=false".into()],
+            false,
+        )
+        .unwrap();
+        assert!(std::fs::symlink_metadata(dir.path().join("new.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(real.join("new.json").is_file());
+
+        // A loop is an error, not a hang.
+        symlink("loop.json", dir.path().join("loop.json")).unwrap();
+        let e = set_command(
+            &dir.path().join("loop.json"),
+            &["norm.enabled=true".into()],
+            true,
+        )
+        .unwrap_err();
+        assert!(e.contains("symbolic links"), "{e}");
     }
 
     #[test]

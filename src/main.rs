@@ -149,12 +149,10 @@ fn check(args: ServeArgs) -> ExitCode {
     }
     match &config.flags {
         None => println!("flags: no file (all endpoints enabled)"),
-        Some(path) if path.exists() => {
-            match normd::flags::check_file(path) {
-                Ok(()) => println!("flags: {} ok", path.display()),
-                Err(e) => errors.push(e),
-            }
-        }
+        Some(path) if path.exists() => match normd::flags::check_file(path) {
+            Ok(()) => println!("flags: {} ok", path.display()),
+            Err(e) => errors.push(e),
+        },
         Some(path) => println!(
             "flags: {} does not exist yet (all endpoints enabled until it does)",
             path.display()

@@ -494,7 +494,10 @@ fn the_flags_subcommands_and_serve_default_to_dot_flags_json() {
 
     let shown: Value = serde_json::from_str(&flags(&["flags", "show"])).expect("JSON");
     assert_eq!(shown["version"], "default");
-    assert!(!dir.path().join("flags.json").exists(), "show writes nothing");
+    assert!(
+        !dir.path().join("flags.json").exists(),
+        "show writes nothing"
+    );
     flags(&["flags", "set", "norm.rollout_percent=25"]);
     let written = dir.path().join("flags.json");
     assert!(written.is_file(), "set creates ./flags.json");
@@ -526,8 +529,11 @@ fn the_flags_subcommands_and_serve_default_to_dot_flags_json() {
 
     // `--flags ''` says "no flags file" even with ./flags.json present.
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("flags.json"), r#"{"norm": {"enabled": false}}"#)
-        .expect("write flags");
+    std::fs::write(
+        dir.path().join("flags.json"),
+        r#"{"norm": {"enabled": false}}"#,
+    )
+    .expect("write flags");
     let m = Normd::builder()
         .dir(dir)
         .args(&BASE_ARGS)
