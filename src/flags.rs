@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -85,6 +85,21 @@ pub struct Flags {
     current: RwLock<Arc<Snapshot>>,
     /// Hash of the last content looked at, good or bad, so a bad file is logged once.
     seen: RwLock<Option<String>>,
+    /// Why the file cannot be read right now (missing, permission denied), so that is
+    /// logged and counted once, not on every poll.
+    trouble: Mutex<Option<String>>,
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// Nothing new: same content, or the same problem as last time.
+    Unchanged,
+    /// New flags took effect.
+    Applied,
+    /// New content that does not parse, or a file gone missing or unreadable: the last
+    /// good flags stay, `last_error` says why, and it was logged and counted.
+    Refused,
 }
 
 impl Flags {
@@ -94,6 +109,7 @@ impl Flags {
             path: None,
             current: RwLock::new(Arc::new(Snapshot::defaults(None))),
             seen: RwLock::new(None),
+            trouble: Mutex::new(None),
         }
     }
 
@@ -108,6 +124,7 @@ impl Flags {
             current: RwLock::new(Arc::new(Snapshot::defaults(Some(&path)))),
             path: Some(path.clone()),
             seen: RwLock::new(None),
+            trouble: Mutex::new(None),
         };
         if path.exists() {
             let snap = read_snapshot(&path)?;
@@ -115,6 +132,8 @@ impl Flags {
             flags.publish(snap);
         } else {
             tracing::warn!(path = %path.display(), "flags file not found; all endpoints enabled until it appears");
+            // Already said; and the defaults are what no file means, so no last_error.
+            *flags.trouble.lock().unwrap_or_else(|e| e.into_inner()) = Some(missing_message(&path));
         }
         Ok(flags)
     }
@@ -139,24 +158,40 @@ impl Flags {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
     }
 
-    /// Re-reads the file if its content changed. Returns true when new flags took effect.
-    pub fn poll(&self) -> bool {
+    /// Re-reads the file if its content changed, or if it came back after going missing
+    /// or unreadable.
+    pub fn poll(&self) -> Reload {
         let Some(path) = &self.path else {
-            return false;
+            return Reload::Unchanged;
         };
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "flags file unreadable; keeping last good flags");
-                return false;
-            }
+            Err(e) => return self.cannot_read(path, &e),
         };
         let version = version_of(&bytes);
+        let was = self
+            .trouble
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(was) = was {
+            tracing::info!(path = %path.display(), was = %was, "flags file readable again");
+            let current = self.snapshot();
+            if current.version == version {
+                // The content in force came back: nothing to reload, nothing wrong.
+                let mut snap = (*current).clone();
+                snap.last_error = None;
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+                *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Some(version);
+                return Reload::Unchanged;
+            }
+            // Whatever came back is judged afresh, even content seen before it went away.
+            *self.seen.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
         {
             let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
             if seen.as_deref() == Some(version.as_str()) {
-                return false;
+                return Reload::Unchanged;
             }
         }
         *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Some(version.clone());
@@ -172,18 +207,55 @@ impl Flags {
                 tracing::info!(path = %path.display(), version = %snap.version, "flags reloaded");
                 telemetry::flag_reload(true);
                 self.publish(snap);
-                true
+                Reload::Applied
             }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "invalid flags file; keeping last good flags");
-                telemetry::flag_reload(false);
-                let mut snap = (*self.snapshot()).clone();
-                snap.last_error = Some(e);
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
-                false
+                self.refuse(e)
             }
         }
     }
+
+    /// A file that went missing or unreadable: logged, counted and shown once per cause.
+    fn cannot_read(&self, path: &Path, e: &std::io::Error) -> Reload {
+        let problem = if e.kind() == std::io::ErrorKind::NotFound {
+            missing_message(path)
+        } else {
+            format!(
+                "flags {}: cannot read: {e}; keeping the last flags",
+                path.display()
+            )
+        };
+        {
+            let mut trouble = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
+            if trouble.as_deref() == Some(problem.as_str()) {
+                return Reload::Unchanged;
+            }
+            *trouble = Some(problem.clone());
+        }
+        if e.kind() == std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), "flags file missing; keeping the last flags");
+        } else {
+            tracing::warn!(path = %path.display(), error = %e, "flags file unreadable; keeping the last flags");
+        }
+        self.refuse(problem)
+    }
+
+    /// Keeps the flags in force, names `problem` on GET /flags, counts it.
+    fn refuse(&self, problem: String) -> Reload {
+        telemetry::flag_reload(false);
+        let mut snap = (*self.snapshot()).clone();
+        snap.last_error = Some(problem);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+        Reload::Refused
+    }
+}
+
+fn missing_message(path: &Path) -> String {
+    format!(
+        "flags {}: the file is missing; keeping the last flags",
+        path.display()
+    )
 }
 
 fn version_of(bytes: &[u8]) -> String {
@@ -463,7 +535,7 @@ mod tests {
         let flags = Flags::load(Some(path.clone())).unwrap();
         // What `echo > flags.json` leaves for a poll that lands mid-write.
         std::fs::write(&path, b"\n").unwrap();
-        assert!(!flags.poll());
+        assert_eq!(flags.poll(), Reload::Refused);
         assert!(!flags.get("norm").enabled, "the kill switch stays on");
         assert!(flags
             .snapshot()
@@ -577,6 +649,69 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_or_unreadable_file_is_reported_once_and_cleared_when_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        let good = br#"{"norm":{"enabled":false}}"#;
+        std::fs::write(&path, good).unwrap();
+        let flags = Flags::load(Some(path.clone())).unwrap();
+        let version = flags.snapshot().version.clone();
+        let last_error = || flags.snapshot().last_error.clone().unwrap_or_default();
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(flags.poll(), Reload::Refused, "logged and counted");
+        assert!(last_error().contains("missing"), "{}", last_error());
+        assert_eq!(
+            flags.poll(),
+            Reload::Unchanged,
+            "not again on the next poll"
+        );
+        assert!(!flags.get("norm").enabled, "the last flags are kept");
+        assert_eq!(flags.snapshot().version, version);
+        std::fs::write(&path, good).unwrap();
+        assert_eq!(flags.poll(), Reload::Unchanged, "the same flags are back");
+        assert_eq!(flags.snapshot().last_error, None);
+
+        // Unreadable: a directory in its place (permission bits do not stop root).
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert_eq!(flags.poll(), Reload::Refused);
+        assert!(last_error().contains("cannot read"), "{}", last_error());
+        assert_eq!(flags.poll(), Reload::Unchanged);
+        std::fs::remove_dir(&path).unwrap();
+        assert_eq!(flags.poll(), Reload::Refused, "now missing: a new cause");
+        assert_eq!(flags.poll(), Reload::Unchanged);
+
+        // Back with new content: applied.
+        std::fs::write(&path, br#"{"norm":{"enabled":true}}"#).unwrap();
+        assert_eq!(flags.poll(), Reload::Applied);
+        assert!(flags.get("norm").enabled);
+        assert_eq!(flags.snapshot().last_error, None);
+
+        // Bad content, gone, back the same: refused again (judged afresh).
+        std::fs::write(&path, b"{oops").unwrap();
+        assert_eq!(flags.poll(), Reload::Refused);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(flags.poll(), Reload::Refused);
+        std::fs::write(&path, b"{oops").unwrap();
+        assert_eq!(flags.poll(), Reload::Refused);
+        assert!(!last_error().contains("missing"), "{}", last_error());
+        assert!(flags.get("norm").enabled);
+    }
+
+    #[test]
+    fn a_file_missing_at_startup_is_not_an_error_until_it_was_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        let flags = Flags::load(Some(path.clone())).unwrap();
+        assert_eq!(flags.poll(), Reload::Unchanged, "warned at load already");
+        assert_eq!(flags.snapshot().last_error, None);
+        std::fs::write(&path, br#"{"norm":{"rollout_percent":3}}"#).unwrap();
+        assert_eq!(flags.poll(), Reload::Applied);
+        assert_eq!(flags.get("norm").rollout_percent, 3);
+    }
+
+    #[test]
     fn yaml_is_accepted() {
         let f = parse(Path::new("f.yaml"), b"validate:\n  enabled: false\n").unwrap();
         assert!(!f["validate"].enabled);
@@ -590,18 +725,18 @@ mod tests {
         let flags = Flags::load(Some(path.clone())).unwrap();
         assert_eq!(flags.get("norm").rollout_percent, 25);
         set_command(&path, &["norm.enabled=false".into()], false).unwrap();
-        assert!(flags.poll());
+        assert_eq!(flags.poll(), Reload::Applied);
         assert!(!flags.get("norm").enabled);
         assert_eq!(flags.get("norm").rollout_percent, 25);
         std::fs::write(&path, b"{not json").unwrap();
-        assert!(!flags.poll());
+        assert_eq!(flags.poll(), Reload::Refused);
         assert!(!flags.get("norm").enabled, "last good flags kept");
         assert!(flags.snapshot().last_error.is_some());
         assert!(set_command(&path, &["norm.rollout_percent=200".into()], false).is_err());
         // The kill switch works on a broken file with --reset.
         assert!(set_command(&path, &["norm.rollout_percent=0".into()], false).is_err());
         set_command(&path, &["norm.rollout_percent=0".into()], true).unwrap();
-        assert!(flags.poll());
+        assert_eq!(flags.poll(), Reload::Applied);
         assert_eq!(flags.get("norm").rollout_percent, 0);
         // No temp files left behind.
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

@@ -594,6 +594,69 @@ fn an_invalid_flags_file_keeps_the_last_good_flags() {
     assert_eq!(post_json(&n, "/norm", &[], "{}").0.as_u16(), 200);
 }
 
+/// Issue: a flags file that disappears, or cannot be read, keeps the last flags, and
+/// says so: one warning, `last_error` on GET /flags, one counted error; all cleared
+/// when the file is back.
+#[test]
+fn a_missing_or_unreadable_flags_file_is_named_once_and_cleared_when_back() {
+    let content = r#"{"norm": {"enabled": false}}"#;
+    let (dir, path) = dir_with_flags(content);
+    let n = start_with_flags(dir, &path, &[]);
+    let good = flags_doc(&n);
+    let errors = |n: &Normd| metrics(n).sum("normd_flag_reloads_total", &[("result", "error")]);
+    let warnings = |n: &Normd, msg: &str| {
+        n.log_json()
+            .iter()
+            .filter(|l| l["level"] == "warn" && l["msg"].as_str() == Some(msg))
+            .count()
+    };
+    let before = errors(&n);
+
+    // Gone (an operator's rm, a volume unmounted).
+    std::fs::remove_file(&path).expect("rm");
+    let doc = wait_flags(&n, "the missing file", |d| {
+        d["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("missing"))
+    });
+    assert_eq!(doc["flags"], good["flags"], "the last flags are kept");
+    assert_eq!(doc["version"], good["version"]);
+    assert_problem(&post_json(&n, "/norm", &[], "{}"), 503, "disabled");
+    write_atomically(&path, content);
+    wait_flags(&n, "the file back", |d| d["last_error"].is_null());
+    assert_eq!(
+        warnings(&n, "flags file missing; keeping the last flags"),
+        1,
+        "{:#?}",
+        n.logs()
+    );
+    assert_eq!(errors(&n), before + 1.0);
+
+    // Unreadable (a directory in its place: permission bits do not stop root).
+    std::fs::remove_file(&path).expect("rm");
+    std::fs::create_dir(&path).expect("mkdir");
+    let doc = wait_flags(&n, "the unreadable file", |d| {
+        d["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot read"))
+    });
+    assert_eq!(doc["flags"], good["flags"]);
+    std::fs::remove_dir(&path).expect("rmdir");
+    write_atomically(&path, r#"{"norm": {"enabled": true}}"#);
+    let doc = wait_flags(&n, "the new file", |d| {
+        d["flags"]["norm"]["enabled"] == true
+    });
+    assert_eq!(doc["last_error"], Value::Null);
+    assert_eq!(
+        warnings(&n, "flags file unreadable; keeping the last flags"),
+        1
+    );
+    // Unreadable, then (between the rmdir and the write) possibly missing: one each.
+    let counted = errors(&n) - before;
+    assert!((2.0..=3.0).contains(&counted), "{counted}");
+    assert_eq!(post_json(&n, "/norm", &[], "{}").0.as_u16(), 200);
+}
+
 /// Issue: an empty flags file at startup is a startup error, like any file that does
 /// not parse, in JSON and in YAML.
 #[test]
