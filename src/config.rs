@@ -29,7 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API on the Unix socket and 127.0.0.1 (defaults work on a laptop).
     Serve(Box<ServeArgs>),
-    /// Validate config, flags file and every schema; exit 0, or 1 with every problem named.
+    /// Validate config, flags file, every schema and the socket group; exit 0, or 1 with
+    /// every problem named.
     Check(Box<ServeArgs>),
     /// Show or edit a flags file (atomic write: temp file + rename); ./flags.json unless
     /// --flags or NORMD_FLAGS names another.

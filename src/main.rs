@@ -147,6 +147,13 @@ fn check(args: ServeArgs) -> ExitCode {
         }
         Err(mut e) => errors.append(&mut e),
     }
+    // The group is applied to the socket only; with the socket off, serve ignores it.
+    if let (Some(_), Some(group)) = (&config.socket, &config.socket_group) {
+        match normd::server::resolve_group(group) {
+            Ok(gid) => println!("socket group: {group} (gid {gid})"),
+            Err(e) => errors.push(e),
+        }
+    }
     match &config.flags {
         None => println!("flags: no file (all endpoints enabled)"),
         Some(path) if path.exists() => match normd::flags::check_file(path) {

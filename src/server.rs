@@ -160,8 +160,9 @@ fn bind_unix(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener
 }
 
 /// A numeric gid, or a name looked up in /etc/group (no NSS: the image has no libc
-/// resolver configuration, and the pod's groups are numeric anyway).
-fn resolve_group(group: &str) -> Result<u32, String> {
+/// resolver configuration, and the pod's groups are numeric anyway). `normd check` calls
+/// it too, so a group that `serve` would refuse fails the check with the same words.
+pub fn resolve_group(group: &str) -> Result<u32, String> {
     if let Ok(gid) = group.parse::<u32>() {
         return Ok(gid);
     }

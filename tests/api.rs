@@ -1534,6 +1534,33 @@ fn check_names_what_is_broken() {
     );
 }
 
+/// A socket group that serve would refuse fails `normd check` with the same message.
+#[test]
+fn check_and_serve_refuse_an_unknown_socket_group_alike() {
+    let schemas = repo_path("schemas");
+    let schemas = schemas.to_str().expect("utf-8");
+    let expected = "--socket-group nosuchgroupxyz: no such group in /etc/group";
+    let (status, stdout, stderr) = run_normd(
+        &["check", "--schemas", schemas, "--socket-group", "nosuchgroupxyz"],
+        Duration::from_secs(20),
+    );
+    assert!(!status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains(expected), "{stderr}");
+    let failure = start_failure(&["--socket-group", "nosuchgroupxyz"]);
+    assert!(!failure.status.expect("status").success());
+    assert!(failure.stderr.contains(expected), "{}", failure.stderr);
+
+    // A gid, and a name /etc/group has, pass.
+    for group in ["0", "root"] {
+        let (status, stdout, stderr) = run_normd(
+            &["check", "--schemas", schemas, "--socket-group", group],
+            Duration::from_secs(20),
+        );
+        assert!(status.success(), "{group}: {stdout}\n{stderr}");
+        assert!(stdout.contains("(gid 0)"), "{stdout}");
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Listeners and the socket file
 
