@@ -68,7 +68,8 @@ pub struct ServeArgs {
     /// [default: ./flags.json if it exists at startup, else none = all enabled, no polling]
     #[arg(long, env = "NORMD_FLAGS", value_parser = OsStringValueParser::new().map(PathBuf::from))]
     pub flags: Option<PathBuf>,
-    /// Octal mode applied to the socket right after bind. [default: 0660]
+    /// Octal mode applied to the socket right after bind; must include owner read+write
+    /// (0600), at most 0777. [default: 0660]
     #[arg(long, env = "NORMD_SOCKET_MODE")]
     pub socket_mode: Option<String>,
     /// Group (name or numeric gid) given to the socket right after bind. [default: unchanged]
@@ -451,8 +452,21 @@ impl Config {
             .or(file.socket_mode)
             .unwrap_or_else(|| "0660".into());
         let socket_mode = match u32::from_str_radix(socket_mode_text.trim_start_matches("0o"), 8) {
-            Ok(m) if m <= 0o777 => m,
-            _ => {
+            Ok(m) if m > 0o777 => {
+                err(format!(
+                    "--socket-mode {socket_mode_text:?}: only permission bits (at most 0777) apply to a socket"
+                ));
+                0o660
+            }
+            // Without them only root could connect: not the app, not normd's self-probe.
+            Ok(m) if m & 0o600 != 0o600 => {
+                err(format!(
+                    "--socket-mode {socket_mode_text:?}: the owner needs read and write (0600) to connect; e.g. 0660"
+                ));
+                0o660
+            }
+            Ok(m) => m,
+            Err(_) => {
                 err(format!(
                     "--socket-mode {socket_mode_text:?}: expected an octal mode such as 0660"
                 ));
@@ -865,6 +879,31 @@ mod tests {
         let errors = Config::resolve(args, FileConfig::default()).unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:#?}");
         assert!(errors[0].contains("loopback"));
+    }
+
+    #[test]
+    fn socket_modes_need_owner_read_write_and_only_permission_bits() {
+        let mode = |text: &str, file: &str| {
+            let args = ServeArgs {
+                socket_mode: (!text.is_empty()).then(|| text.to_owned()),
+                ..Default::default()
+            };
+            let file = parse_file_config(Path::new("c.toml"), file).unwrap();
+            Config::resolve(args, file).map(|c| c.socket_mode)
+        };
+        for (ok, expected) in [("0660", 0o660), ("600", 0o600), ("0o777", 0o777)] {
+            assert_eq!(mode(ok, ""), Ok(expected));
+        }
+        for bad in ["0", "0000", "0460", "0260", "0060"] {
+            let e = mode(bad, "").unwrap_err();
+            assert!(e[0].contains("owner needs read and write"), "{bad}: {e:?}");
+        }
+        for bad in ["1777", "4660", "10660"] {
+            let e = mode(bad, "").unwrap_err();
+            assert!(e[0].contains("at most 0777"), "{bad}: {e:?}");
+        }
+        assert!(mode("", "socket_mode = \"0000\"\n").is_err());
+        assert!(mode("0x660", "").unwrap_err()[0].contains("octal"));
     }
 
     #[test]

@@ -1541,7 +1541,13 @@ fn check_and_serve_refuse_an_unknown_socket_group_alike() {
     let schemas = schemas.to_str().expect("utf-8");
     let expected = "--socket-group nosuchgroupxyz: no such group in /etc/group";
     let (status, stdout, stderr) = run_normd(
-        &["check", "--schemas", schemas, "--socket-group", "nosuchgroupxyz"],
+        &[
+            "check",
+            "--schemas",
+            schemas,
+            "--socket-group",
+            "nosuchgroupxyz",
+        ],
         Duration::from_secs(20),
     );
     assert!(!status.success(), "{stdout}\n{stderr}");
@@ -1584,6 +1590,31 @@ fn socket_mode_is_0660_by_default_and_configurable() {
     let m = Normd::start(&["--socket-mode", "0600"]);
     assert_eq!(mode_of(m.socket_path()), 0o600);
     assert_eq!(m.unix("GET", "/livez", &[], "").0, 200);
+
+    // A mode without owner read+write (a socket only root could use), or with bits beyond
+    // 0777, is refused by check and serve alike, before anything is bound.
+    let schemas = repo_path("schemas");
+    let schemas = schemas.to_str().expect("utf-8");
+    for (mode, says) in [
+        ("0", "owner needs read and write"),
+        ("0066", "owner needs read and write"),
+        ("1777", "at most 0777"),
+    ] {
+        let (status, stdout, stderr) = run_normd(
+            &["check", "--schemas", schemas, "--socket-mode", mode],
+            Duration::from_secs(20),
+        );
+        assert!(!status.success(), "check --socket-mode {mode}: {stdout}");
+        assert!(stderr.contains(says), "{stderr}");
+        let failure = start_failure(&["--socket-mode", mode]);
+        assert_eq!(
+            failure.status.and_then(|s| s.code()),
+            Some(64),
+            "{}",
+            failure.stderr
+        );
+        assert!(failure.stderr.contains(says), "{}", failure.stderr);
+    }
 }
 
 #[test]
