@@ -10,8 +10,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::builder::{NonEmptyStringValueParser, OsStringValueParser, TypedValueParser};
-use clap::{Args, Parser, Subcommand};
+use clap::builder::{
+    BoolishValueParser, NonEmptyStringValueParser, OsStringValueParser, TypedValueParser,
+};
+use clap::{ArgAction, Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::pipeline::{Encoding, JsonRules, NumberPolicy, PointerPattern, TextRules};
@@ -75,8 +77,14 @@ pub struct ServeArgs {
     /// Group (name or numeric gid) given to the socket right after bind. [default: unchanged]
     #[arg(long, env = "NORMD_SOCKET_GROUP")]
     pub socket_group: Option<String>,
-    /// Allow --listen on a non-loopback address (normd has no authentication).
-    #[arg(long, env = "NORMD_ALLOW_NON_LOOPBACK")]
+    /// Allow --listen on a non-loopback address (normd has no authentication). The env
+    /// twin takes true/false, 1/0, yes/no, on/off.
+    #[arg(
+        long,
+        env = "NORMD_ALLOW_NON_LOOPBACK",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
     pub allow_non_loopback: bool,
     /// Largest request body as received, in bytes (K/M/G, Ki/Mi/Gi suffixes). [default: 1Mi]
     #[arg(long, env = "NORMD_MAX_BODY_BYTES")]

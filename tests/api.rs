@@ -1679,6 +1679,49 @@ fn non_loopback_tcp_needs_allow_non_loopback() {
     );
     assert!(!std::path::Path::new(socket).exists(), "nothing was bound");
 
+    // The env twin takes the usual spellings of a boolean; a typo is an error, not "on".
+    let check = |value: &str| {
+        run_normd_with(
+            &["check", "--schemas", schemas, "--listen", "0.0.0.0:8081"],
+            None,
+            &[("NORMD_ALLOW_NON_LOOPBACK", value)],
+            Duration::from_secs(20),
+        )
+    };
+    for yes in ["1", "true", "yes", "on", "TRUE", "Yes"] {
+        let (status, stdout, stderr) = check(yes);
+        assert!(status.success(), "{yes}: {stdout}\n{stderr}");
+    }
+    for no in ["0", "false", "no", "off"] {
+        let (status, _, stderr) = check(no);
+        assert_eq!(status.code(), Some(1), "{no}: {stderr}");
+        assert!(stderr.contains("--allow-non-loopback"), "{no}: {stderr}");
+    }
+    let (status, _, stderr) = check("maybe");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("maybe"), "{stderr}");
+    let config = tempfile::NamedTempFile::with_suffix(".toml").expect("tempfile");
+    std::fs::write(config.path(), "allow_non_loopback = true\n").expect("config");
+    let (status, stdout, stderr) = run_normd(
+        &[
+            "check",
+            "--schemas",
+            schemas,
+            "--listen",
+            "0.0.0.0:8081",
+            "--config",
+            config.path().to_str().expect("utf-8"),
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "config file: {stdout}\n{stderr}");
+
+    let n = Normd::builder()
+        .args(&["--listen", "0.0.0.0:0"])
+        .env("NORMD_ALLOW_NON_LOOPBACK", "1")
+        .start();
+    assert!(!n.tcp_addr().ip().is_loopback());
+    drop(n);
     let n = Normd::start(&["--listen", "0.0.0.0:0", "--allow-non-loopback"]);
     let port = n.tcp_addr().port();
     let (s, _, _) = rt()
