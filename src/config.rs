@@ -148,7 +148,7 @@ pub struct ServeArgs {
     /// Flags file poll period, in ms. [default: 1000]
     #[arg(long, env = "NORMD_FLAGS_POLL_MS")]
     pub flags_poll_ms: Option<u64>,
-    /// Log level: error, warn, info, debug, trace. [default: info]
+    /// Log level: error, warn, info, debug, trace, off. [default: info]
     #[arg(long, env = "NORMD_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// Fraction of successful requests given an access-log line (errors always are). [default: 1.0]
@@ -203,7 +203,7 @@ pub struct ProbeArgs {
     /// Readiness checks to ignore, comma-separated (draining, memory, schemas, probe).
     #[arg(long, value_delimiter = ',')]
     pub exclude: Vec<String>,
-    /// Give up after this many ms per transport. [default: 1000]
+    /// Give up after this many ms per transport.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,
 }
@@ -219,7 +219,7 @@ pub struct GetArgs {
     /// TCP address instead, e.g. 127.0.0.1:8081.
     #[arg(long)]
     pub tcp: Option<String>,
-    /// Give up after this many ms. [default: 2000]
+    /// Give up after this many ms.
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
 }
@@ -380,6 +380,9 @@ pub fn default_socket_path() -> PathBuf {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
+
+/// What `--log-level` accepts.
+pub const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
 
 /// The flags file of `normd flags`, and of `serve` when it exists and nothing names one
 /// (as `./schemas` is for schemas): a local edit then a restart just works on a laptop.
@@ -660,7 +663,7 @@ impl Config {
             .log_level
             .or(file.log_level)
             .unwrap_or_else(|| "info".into());
-        if !["error", "warn", "info", "debug", "trace", "off"].contains(&log_level.as_str()) {
+        if !LOG_LEVELS.contains(&log_level.as_str()) {
             err(format!(
                 "--log-level {log_level:?}: expected error, warn, info, debug, trace or off"
             ));
@@ -817,6 +820,49 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every subcommand and argument, depth first.
+    fn all_args(cmd: &clap::Command, out: &mut Vec<(String, clap::Arg)>) {
+        for a in cmd.get_arguments() {
+            out.push((cmd.get_name().to_owned(), a.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_args(sub, out);
+        }
+    }
+
+    #[test]
+    fn help_shows_each_default_once_and_every_log_level() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut args = Vec::new();
+        all_args(&cmd, &mut args);
+        for (sub, arg) in &args {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if !arg.get_default_values().is_empty() {
+                assert!(
+                    !help.contains("[default:"),
+                    "{sub} --{}: clap prints the default already: {help:?}",
+                    arg.get_id()
+                );
+            }
+        }
+        let (_, log_level) = args
+            .iter()
+            .find(|(sub, a)| sub == "serve" && a.get_id() == "log_level")
+            .expect("serve --log-level");
+        let help = log_level
+            .get_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        for level in LOG_LEVELS {
+            assert!(
+                help.contains(level),
+                "--log-level help lacks {level}: {help:?}"
+            );
+        }
+    }
 
     #[test]
     fn byte_sizes_accept_kubernetes_quantities() {
