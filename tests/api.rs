@@ -1653,6 +1653,36 @@ fn a_live_socket_is_never_stolen() {
     check_norm_reply(&reply, KNOWN.len(), "gzip", KNOWN_CANONICAL.as_bytes());
 }
 
+/// A start that fails after the socket is bound (the TCP port is taken) removes the
+/// socket file it created: no file without an owner for the next start to puzzle over.
+#[test]
+fn a_failed_start_after_binding_the_socket_removes_it() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("normd.sock");
+    let socket_arg = socket.to_str().expect("utf-8");
+    for taken in [
+        ["--listen", port.as_str()],
+        ["--metrics-listen", port.as_str()],
+    ] {
+        let failure = start_failure(&[&["--socket", socket_arg][..], &taken].concat());
+        assert!(!failure.status.expect("status").success());
+        assert!(
+            failure.stderr.contains("already in use") && failure.stderr.contains(taken[0]),
+            "{}",
+            failure.stderr
+        );
+        assert!(
+            !socket.exists(),
+            "{taken:?}: the socket file was left behind"
+        );
+    }
+    // The path is free for the next start.
+    let n = Normd::start(&["--socket", socket_arg]);
+    assert_eq!(n.unix("GET", "/livez", &[], "").0, 200);
+}
+
 #[test]
 fn non_loopback_tcp_needs_allow_non_loopback() {
     let dir = tempfile::tempdir().expect("tempdir");
