@@ -884,8 +884,11 @@ mod tests {
         assert_eq!(c.ready_watermark, 0.8);
         assert_eq!(c.shed_watermark, 0.9);
         assert!(c.socket.unwrap().ends_with("normd.sock"));
-        // Tests run in the crate root, which must hold no flags.json (serve would read it).
-        assert_eq!(c.flags, None);
+        // Tests run in the crate root: `normd serve` there must find no ./flags.json.
+        assert_eq!(
+            c.flags, None,
+            "./flags.json in the crate root would be read by `normd serve`; do not commit one"
+        );
     }
 
     #[test]
