@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::{
+    BoolishValueParser, NonEmptyStringValueParser, OsStringValueParser, TypedValueParser,
+};
+use clap::{ArgAction, Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::pipeline::{Encoding, JsonRules, NumberPolicy, PointerPattern, TextRules};
@@ -28,9 +31,11 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API on the Unix socket and 127.0.0.1 (defaults work on a laptop).
     Serve(Box<ServeArgs>),
-    /// Validate config, flags file and every schema; exit 0, or 1 with every problem named.
+    /// Validate config, flags file, every schema and the socket group; exit 0, or 1 with
+    /// every problem named.
     Check(Box<ServeArgs>),
-    /// Show or edit a flags file (atomic write: temp file + rename).
+    /// Show or edit a flags file (atomic write: temp file + rename); ./flags.json unless
+    /// --flags or NORMD_FLAGS names another.
     Flags(FlagsArgs),
     /// One readiness (or liveness) check over the Unix socket and/or TCP; exit 0 or 1.
     Probe(ProbeArgs),
@@ -61,17 +66,25 @@ pub struct ServeArgs {
     /// Config file (.toml, .yaml or .yml): any setting below in snake_case, plus [profiles.NAME].
     #[arg(long, env = "NORMD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Feature flags file (JSON or YAML), polled for changes. [default: none = all enabled]
-    #[arg(long, env = "NORMD_FLAGS")]
+    /// Feature flags file (JSON or YAML), polled for changes; '' for none.
+    /// [default: ./flags.json if it exists at startup, else none = all enabled, no polling]
+    #[arg(long, env = "NORMD_FLAGS", value_parser = OsStringValueParser::new().map(PathBuf::from))]
     pub flags: Option<PathBuf>,
-    /// Octal mode applied to the socket right after bind. [default: 0660]
+    /// Octal mode applied to the socket right after bind; must include owner read+write
+    /// (0600), at most 0777. [default: 0660]
     #[arg(long, env = "NORMD_SOCKET_MODE")]
     pub socket_mode: Option<String>,
     /// Group (name or numeric gid) given to the socket right after bind. [default: unchanged]
     #[arg(long, env = "NORMD_SOCKET_GROUP")]
     pub socket_group: Option<String>,
-    /// Allow --listen on a non-loopback address (normd has no authentication).
-    #[arg(long, env = "NORMD_ALLOW_NON_LOOPBACK")]
+    /// Allow --listen on a non-loopback address (normd has no authentication). The env
+    /// twin takes true/false, 1/0, yes/no, on/off.
+    #[arg(
+        long,
+        env = "NORMD_ALLOW_NON_LOOPBACK",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
     pub allow_non_loopback: bool,
     /// Largest request body as received, in bytes (K/M/G, Ki/Mi/Gi suffixes). [default: 1Mi]
     #[arg(long, env = "NORMD_MAX_BODY_BYTES")]
@@ -135,7 +148,7 @@ pub struct ServeArgs {
     /// Flags file poll period, in ms. [default: 1000]
     #[arg(long, env = "NORMD_FLAGS_POLL_MS")]
     pub flags_poll_ms: Option<u64>,
-    /// Log level: error, warn, info, debug, trace. [default: info]
+    /// Log level: error, warn, info, debug, trace, off. [default: info]
     #[arg(long, env = "NORMD_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// Fraction of successful requests given an access-log line (errors always are). [default: 1.0]
@@ -143,19 +156,26 @@ pub struct ServeArgs {
     pub log_sample: Option<f64>,
 }
 
-/// `normd flags get|set`.
+/// `normd flags get|show|set`.
 #[derive(Debug, Clone, Args)]
 pub struct FlagsArgs {
     #[command(subcommand)]
     pub action: FlagsAction,
-    /// The flags file to read or edit.
-    #[arg(long, env = "NORMD_FLAGS", global = true)]
-    pub flags: Option<PathBuf>,
+    /// The flags file to read or edit (`set` creates it if missing).
+    #[arg(
+        long,
+        env = "NORMD_FLAGS",
+        global = true,
+        default_value = DEFAULT_FLAGS,
+        value_parser = NonEmptyStringValueParser::new().map(PathBuf::from)
+    )]
+    pub flags: PathBuf,
 }
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum FlagsAction {
     /// Print the effective flags (file values, defaults filled in) as JSON.
+    #[command(visible_alias = "show")]
     Get,
     /// Set one or more values, e.g. `norm.rollout_percent=25 compress.enabled=false`.
     Set {
@@ -183,7 +203,7 @@ pub struct ProbeArgs {
     /// Readiness checks to ignore, comma-separated (draining, memory, schemas, probe).
     #[arg(long, value_delimiter = ',')]
     pub exclude: Vec<String>,
-    /// Give up after this many ms per transport. [default: 1000]
+    /// Give up after this many ms per transport.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,
 }
@@ -199,7 +219,7 @@ pub struct GetArgs {
     /// TCP address instead, e.g. 127.0.0.1:8081.
     #[arg(long)]
     pub tcp: Option<String>,
-    /// Give up after this many ms. [default: 2000]
+    /// Give up after this many ms.
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
 }
@@ -361,6 +381,13 @@ pub fn default_socket_path() -> PathBuf {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
 
+/// What `--log-level` accepts.
+pub const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// The flags file of `normd flags`, and of `serve` when it exists and nothing names one
+/// (as `./schemas` is for schemas): a local edit then a restart just works on a laptop.
+pub const DEFAULT_FLAGS: &str = "./flags.json";
+
 impl Config {
     /// Reads the config file named by `args` (if any) and resolves everything.
     pub fn load(args: ServeArgs) -> Result<Self, Vec<String>> {
@@ -426,13 +453,31 @@ impl Config {
             None if Path::new("schemas").is_dir() => SchemaSource::Dir(PathBuf::from("schemas")),
             None => SchemaSource::Embedded,
         };
+        let flags = match args.flags.or(file.flags) {
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(path),
+            None => Some(PathBuf::from(DEFAULT_FLAGS)).filter(|p| p.is_file()),
+        };
         let socket_mode_text = args
             .socket_mode
             .or(file.socket_mode)
             .unwrap_or_else(|| "0660".into());
         let socket_mode = match u32::from_str_radix(socket_mode_text.trim_start_matches("0o"), 8) {
-            Ok(m) if m <= 0o777 => m,
-            _ => {
+            Ok(m) if m > 0o777 => {
+                err(format!(
+                    "--socket-mode {socket_mode_text:?}: only permission bits (at most 0777) apply to a socket"
+                ));
+                0o660
+            }
+            // Without them only root could connect: not the app, not normd's self-probe.
+            Ok(m) if m & 0o600 != 0o600 => {
+                err(format!(
+                    "--socket-mode {socket_mode_text:?}: the owner needs read and write (0600) to connect; e.g. 0660"
+                ));
+                0o660
+            }
+            Ok(m) => m,
+            Err(_) => {
                 err(format!(
                     "--socket-mode {socket_mode_text:?}: expected an octal mode such as 0660"
                 ));
@@ -618,7 +663,7 @@ impl Config {
             .log_level
             .or(file.log_level)
             .unwrap_or_else(|| "info".into());
-        if !["error", "warn", "info", "debug", "trace", "off"].contains(&log_level.as_str()) {
+        if !LOG_LEVELS.contains(&log_level.as_str()) {
             err(format!(
                 "--log-level {log_level:?}: expected error, warn, info, debug, trace or off"
             ));
@@ -642,7 +687,7 @@ impl Config {
             listen,
             metrics_listen,
             schemas,
-            flags: args.flags.or(file.flags),
+            flags,
             socket_mode,
             socket_group: args.socket_group.or(file.socket_group),
             max_body_bytes,
@@ -776,6 +821,49 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// Every subcommand and argument, depth first.
+    fn all_args(cmd: &clap::Command, out: &mut Vec<(String, clap::Arg)>) {
+        for a in cmd.get_arguments() {
+            out.push((cmd.get_name().to_owned(), a.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_args(sub, out);
+        }
+    }
+
+    #[test]
+    fn help_shows_each_default_once_and_every_log_level() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut args = Vec::new();
+        all_args(&cmd, &mut args);
+        for (sub, arg) in &args {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if !arg.get_default_values().is_empty() {
+                assert!(
+                    !help.contains("[default:"),
+                    "{sub} --{}: clap prints the default already: {help:?}",
+                    arg.get_id()
+                );
+            }
+        }
+        let (_, log_level) = args
+            .iter()
+            .find(|(sub, a)| sub == "serve" && a.get_id() == "log_level")
+            .expect("serve --log-level");
+        let help = log_level
+            .get_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        for level in LOG_LEVELS {
+            assert!(
+                help.contains(level),
+                "--log-level help lacks {level}: {help:?}"
+            );
+        }
+    }
+
     #[test]
     fn byte_sizes_accept_kubernetes_quantities() {
         assert_eq!(parse_bytes("1048576"), Some(1 << 20));
@@ -796,6 +884,27 @@ mod tests {
         assert_eq!(c.ready_watermark, 0.8);
         assert_eq!(c.shed_watermark, 0.9);
         assert!(c.socket.unwrap().ends_with("normd.sock"));
+        // Tests run in the crate root: `normd serve` there must find no ./flags.json.
+        assert_eq!(
+            c.flags, None,
+            "./flags.json in the crate root would be read by `normd serve`; do not commit one"
+        );
+    }
+
+    #[test]
+    fn an_empty_flags_path_means_no_flags_file() {
+        let file = parse_file_config(Path::new("c.toml"), "flags = \"\"\n").unwrap();
+        assert_eq!(
+            Config::resolve(ServeArgs::default(), file).unwrap().flags,
+            None
+        );
+        let args = ServeArgs {
+            flags: Some(PathBuf::from("/etc/normd/flags.json")),
+            ..Default::default()
+        };
+        let file = parse_file_config(Path::new("c.toml"), "flags = \"\"\n").unwrap();
+        let c = Config::resolve(args, file).unwrap();
+        assert_eq!(c.flags, Some(PathBuf::from("/etc/normd/flags.json")));
     }
 
     #[test]
@@ -827,6 +936,31 @@ mod tests {
         let errors = Config::resolve(args, FileConfig::default()).unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:#?}");
         assert!(errors[0].contains("loopback"));
+    }
+
+    #[test]
+    fn socket_modes_need_owner_read_write_and_only_permission_bits() {
+        let mode = |text: &str, file: &str| {
+            let args = ServeArgs {
+                socket_mode: (!text.is_empty()).then(|| text.to_owned()),
+                ..Default::default()
+            };
+            let file = parse_file_config(Path::new("c.toml"), file).unwrap();
+            Config::resolve(args, file).map(|c| c.socket_mode)
+        };
+        for (ok, expected) in [("0660", 0o660), ("600", 0o600), ("0o777", 0o777)] {
+            assert_eq!(mode(ok, ""), Ok(expected));
+        }
+        for bad in ["0", "0000", "0460", "0260", "0060"] {
+            let e = mode(bad, "").unwrap_err();
+            assert!(e[0].contains("owner needs read and write"), "{bad}: {e:?}");
+        }
+        for bad in ["1777", "4660", "10660"] {
+            let e = mode(bad, "").unwrap_err();
+            assert!(e[0].contains("at most 0777"), "{bad}: {e:?}");
+        }
+        assert!(mode("", "socket_mode = \"0000\"\n").is_err());
+        assert!(mode("0x660", "").unwrap_err()[0].contains("octal"));
     }
 
     #[test]

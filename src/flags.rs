@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -85,6 +85,21 @@ pub struct Flags {
     current: RwLock<Arc<Snapshot>>,
     /// Hash of the last content looked at, good or bad, so a bad file is logged once.
     seen: RwLock<Option<String>>,
+    /// Why the file cannot be read right now (missing, permission denied), so that is
+    /// logged and counted once, not on every poll.
+    trouble: Mutex<Option<String>>,
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// Nothing new: same content, or the same problem as last time.
+    Unchanged,
+    /// New flags took effect.
+    Applied,
+    /// New content that does not parse, or a file gone missing or unreadable: the last
+    /// good flags stay, `last_error` says why, and it was logged and counted.
+    Refused,
 }
 
 impl Flags {
@@ -94,6 +109,7 @@ impl Flags {
             path: None,
             current: RwLock::new(Arc::new(Snapshot::defaults(None))),
             seen: RwLock::new(None),
+            trouble: Mutex::new(None),
         }
     }
 
@@ -108,6 +124,7 @@ impl Flags {
             current: RwLock::new(Arc::new(Snapshot::defaults(Some(&path)))),
             path: Some(path.clone()),
             seen: RwLock::new(None),
+            trouble: Mutex::new(None),
         };
         if path.exists() {
             let snap = read_snapshot(&path)?;
@@ -115,6 +132,8 @@ impl Flags {
             flags.publish(snap);
         } else {
             tracing::warn!(path = %path.display(), "flags file not found; all endpoints enabled until it appears");
+            // Already said; and the defaults are what no file means, so no last_error.
+            *flags.trouble.lock().unwrap_or_else(|e| e.into_inner()) = Some(missing_message(&path));
         }
         Ok(flags)
     }
@@ -139,24 +158,40 @@ impl Flags {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
     }
 
-    /// Re-reads the file if its content changed. Returns true when new flags took effect.
-    pub fn poll(&self) -> bool {
+    /// Re-reads the file if its content changed, or if it came back after going missing
+    /// or unreadable.
+    pub fn poll(&self) -> Reload {
         let Some(path) = &self.path else {
-            return false;
+            return Reload::Unchanged;
         };
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "flags file unreadable; keeping last good flags");
-                return false;
-            }
+            Err(e) => return self.cannot_read(path, &e),
         };
         let version = version_of(&bytes);
+        let was = self
+            .trouble
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(was) = was {
+            tracing::info!(path = %path.display(), was = %was, "flags file readable again");
+            let current = self.snapshot();
+            if current.version == version {
+                // The content in force came back: nothing to reload, nothing wrong.
+                let mut snap = (*current).clone();
+                snap.last_error = None;
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+                *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Some(version);
+                return Reload::Unchanged;
+            }
+            // Whatever came back is judged afresh, even content seen before it went away.
+            *self.seen.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
         {
             let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
             if seen.as_deref() == Some(version.as_str()) {
-                return false;
+                return Reload::Unchanged;
             }
         }
         *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Some(version.clone());
@@ -172,18 +207,55 @@ impl Flags {
                 tracing::info!(path = %path.display(), version = %snap.version, "flags reloaded");
                 telemetry::flag_reload(true);
                 self.publish(snap);
-                true
+                Reload::Applied
             }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "invalid flags file; keeping last good flags");
-                telemetry::flag_reload(false);
-                let mut snap = (*self.snapshot()).clone();
-                snap.last_error = Some(e);
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
-                false
+                self.refuse(e)
             }
         }
     }
+
+    /// A file that went missing or unreadable: logged, counted and shown once per cause.
+    fn cannot_read(&self, path: &Path, e: &std::io::Error) -> Reload {
+        let problem = if e.kind() == std::io::ErrorKind::NotFound {
+            missing_message(path)
+        } else {
+            format!(
+                "flags {}: cannot read: {e}; keeping the last flags",
+                path.display()
+            )
+        };
+        {
+            let mut trouble = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
+            if trouble.as_deref() == Some(problem.as_str()) {
+                return Reload::Unchanged;
+            }
+            *trouble = Some(problem.clone());
+        }
+        if e.kind() == std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), "flags file missing; keeping the last flags");
+        } else {
+            tracing::warn!(path = %path.display(), error = %e, "flags file unreadable; keeping the last flags");
+        }
+        self.refuse(problem)
+    }
+
+    /// Keeps the flags in force, names `problem` on GET /flags, counts it.
+    fn refuse(&self, problem: String) -> Reload {
+        telemetry::flag_reload(false);
+        let mut snap = (*self.snapshot()).clone();
+        snap.last_error = Some(problem);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+        Reload::Refused
+    }
+}
+
+fn missing_message(path: &Path) -> String {
+    format!(
+        "flags {}: the file is missing; keeping the last flags",
+        path.display()
+    )
 }
 
 fn version_of(bytes: &[u8]) -> String {
@@ -221,20 +293,40 @@ fn is_yaml(path: &Path) -> bool {
     )
 }
 
+/// Every endpoint enabled at 100 %: what no file means, and what `set --reset` starts from.
+fn default_flags() -> BTreeMap<String, Flag> {
+    ENDPOINTS
+        .iter()
+        .map(|e| ((*e).to_owned(), Flag::default()))
+        .collect()
+}
+
 /// Parses a flags document. Unknown endpoints and fields are errors: a typo must not
-/// silently leave an endpoint at 100 %.
+/// silently leave an endpoint at 100 %. An empty (or whitespace-only) file is an error
+/// too: that is what a poll sees in the middle of a non-atomic write (`echo > flags.json`,
+/// an editor truncating first), and reading it as "all enabled" would undo a kill switch.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Flag>, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(format!(
+            "flags {}: the file is empty; write {{}} for the defaults",
+            path.display()
+        ));
+    }
     let raw: BTreeMap<String, Flag> = if is_yaml(path) {
-        serde_norway::from_slice(bytes).map_err(|e| format!("flags {}: {e}", path.display()))?
-    } else if bytes.iter().all(u8::is_ascii_whitespace) {
-        BTreeMap::new()
+        let yaml_error = |e: serde_norway::Error| format!("flags {}: {e}", path.display());
+        // Comments alone (or a bare `---`) are no document, which serde reads as `{}`.
+        let doc: serde_norway::Value = serde_norway::from_slice(bytes).map_err(yaml_error)?;
+        if doc.is_null() {
+            return Err(format!(
+                "flags {}: the file holds no YAML document; write {{}} for the defaults",
+                path.display()
+            ));
+        }
+        serde_norway::from_slice(bytes).map_err(yaml_error)?
     } else {
         serde_json::from_slice(bytes).map_err(|e| format!("flags {}: {e}", path.display()))?
     };
-    let mut flags: BTreeMap<String, Flag> = ENDPOINTS
-        .iter()
-        .map(|e| ((*e).to_owned(), Flag::default()))
-        .collect();
+    let mut flags = default_flags();
     for (name, flag) in raw {
         if !ENDPOINTS.contains(&name.as_str()) {
             return Err(format!(
@@ -275,9 +367,9 @@ pub fn get_command(path: &Path) -> Result<String, String> {
 pub fn set_command(path: &Path, assignments: &[String], reset: bool) -> Result<String, String> {
     let mut flags = if path.exists() && !reset {
         let bytes = std::fs::read(path).map_err(|e| format!("flags {}: {e}", path.display()))?;
-        parse(path, &bytes)?
+        parse(path, &bytes).map_err(|e| format!("{e} (--reset starts from the defaults)"))?
     } else {
-        parse(path, b"")?
+        default_flags()
     };
     for a in assignments {
         let (key, value) = a.split_once('=').ok_or_else(|| {
@@ -326,21 +418,35 @@ pub fn set_command(path: &Path, assignments: &[String], reset: bool) -> Result<S
     Ok(text)
 }
 
+/// Replaces the file `path` leads to. Through symlinks: the temp file goes next to the
+/// final target and is renamed over it, so a link (a ConfigMap-style layout, a file kept
+/// in a config repo) stays a link. An existing file keeps its permission bits (a 0640
+/// file must not become world-readable); a new one gets the usual mode from the umask.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
+    use std::os::unix::fs::PermissionsExt;
+    let target = resolve_links(path)?;
+    let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
+    let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "flags".into());
+    let mode = match std::fs::metadata(&target) {
+        Ok(m) => Some(m.permissions().mode() & 0o7777),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
+        if let Some(mode) = mode {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        std::fs::rename(&tmp, &target)?;
         // Make the rename itself durable.
         std::fs::File::open(&dir)?.sync_all()
     })();
@@ -348,6 +454,28 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Follows `path` through symlinks (relative ones from the link's directory) to the file
+/// a write must replace, which may not exist yet.
+fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut at = path.to_path_buf();
+    // The kernel's own limit on a chain of links (ELOOP).
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let next = std::fs::read_link(&at)?;
+                at = match at.parent() {
+                    Some(dir) => dir.join(next),
+                    None => next,
+                };
+            }
+            Ok(_) => return Ok(at),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(at),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 #[cfg(test)]
@@ -374,6 +502,216 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_file_is_invalid_in_json_and_yaml() {
+        for (name, bytes) in [
+            ("f.json", &b""[..]),
+            ("f.json", b" \n\t\n"),
+            ("f.yaml", b""),
+            ("f.yml", b"\n  \n"),
+        ] {
+            let e = parse(Path::new(name), bytes).unwrap_err();
+            assert!(e.contains("empty") && e.contains("{}"), "{name}: {e}");
+        }
+        for bytes in [&b"# all flags commented out\n"[..], b"---\n", b"~\n"] {
+            let e = parse(Path::new("f.yaml"), bytes).unwrap_err();
+            assert!(e.contains("{}"), "{e}");
+        }
+        // `{}` is the way to say "defaults".
+        assert_eq!(
+            parse(Path::new("f.json"), b"{}\n").unwrap(),
+            default_flags()
+        );
+        assert_eq!(
+            parse(Path::new("f.yaml"), b"{}\n").unwrap(),
+            default_flags()
+        );
+    }
+
+    #[test]
+    fn an_emptied_file_keeps_the_last_good_flags_and_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        std::fs::write(&path, br#"{"norm":{"enabled":false}}"#).unwrap();
+        let flags = Flags::load(Some(path.clone())).unwrap();
+        // What `echo > flags.json` leaves for a poll that lands mid-write.
+        std::fs::write(&path, b"\n").unwrap();
+        assert_eq!(flags.poll(), Reload::Refused);
+        assert!(!flags.get("norm").enabled, "the kill switch stays on");
+        assert!(flags
+            .snapshot()
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("empty"));
+        let e = Flags::load(Some(path.clone())).unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+        assert!(check_file(&path).unwrap_err().contains("empty"));
+        let e = set_command(&path, &["norm.rollout_percent=5".into()], false).unwrap_err();
+        assert!(e.contains("--reset"), "{e}");
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn set_keeps_the_permission_bits_of_an_existing_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        for mode in [0o640, 0o600, 0o664] {
+            std::fs::write(&path, b"{}").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            set_command(&path, &["norm.rollout_percent=7".into()], false).unwrap();
+            assert_eq!(mode_of(&path), mode, "mode {mode:o}");
+            assert_eq!(
+                Flags::load(Some(path.clone()))
+                    .unwrap()
+                    .get("norm")
+                    .rollout_percent,
+                7
+            );
+        }
+    }
+
+    #[test]
+    fn set_writes_through_a_symlink_and_keeps_it() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("flags.json"), br#"{"norm":{"enabled":false}}"#).unwrap();
+        std::fs::set_permissions(
+            real.join("flags.json"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        // A relative link to a relative link.
+        symlink("real/flags.json", dir.path().join("mid.json")).unwrap();
+        symlink("mid.json", dir.path().join("flags.json")).unwrap();
+        let link = dir.path().join("flags.json");
+        set_command(&link, &["norm.rollout_percent=5".into()], false).unwrap();
+        for l in ["flags.json", "mid.json"] {
+            let m = std::fs::symlink_metadata(dir.path().join(l)).unwrap();
+            assert!(m.file_type().is_symlink(), "{l} is still a link");
+        }
+        let f = parse(
+            Path::new("f.json"),
+            &std::fs::read(real.join("flags.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            !f["norm"].enabled,
+            "the edit started from the target's content"
+        );
+        assert_eq!(f["norm"].rollout_percent, 5);
+        assert_eq!(mode_of(&real.join("flags.json")), 0o640);
+        assert_eq!(
+            names_in(&real),
+            vec!["flags.json"],
+            "the temp file was renamed away"
+        );
+        assert_eq!(names_in(dir.path()), vec!["flags.json", "mid.json", "real"]);
+
+        // A dangling link: the target is created, the link kept.
+        symlink("real/new.json", dir.path().join("new.json")).unwrap();
+        set_command(
+            &dir.path().join("new.json"),
+            &["compress.enabled=false".into()],
+            false,
+        )
+        .unwrap();
+        assert!(std::fs::symlink_metadata(dir.path().join("new.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(real.join("new.json").is_file());
+
+        // A loop is an error, not a hang.
+        symlink("loop.json", dir.path().join("loop.json")).unwrap();
+        let e = set_command(
+            &dir.path().join("loop.json"),
+            &["norm.enabled=true".into()],
+            true,
+        )
+        .unwrap_err();
+        assert!(e.contains("symbolic links"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_file_is_reported_once_and_cleared_when_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        let good = br#"{"norm":{"enabled":false}}"#;
+        std::fs::write(&path, good).unwrap();
+        let flags = Flags::load(Some(path.clone())).unwrap();
+        let version = flags.snapshot().version.clone();
+        let last_error = || flags.snapshot().last_error.clone().unwrap_or_default();
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(flags.poll(), Reload::Refused, "logged and counted");
+        assert!(last_error().contains("missing"), "{}", last_error());
+        assert_eq!(
+            flags.poll(),
+            Reload::Unchanged,
+            "not again on the next poll"
+        );
+        assert!(!flags.get("norm").enabled, "the last flags are kept");
+        assert_eq!(flags.snapshot().version, version);
+        std::fs::write(&path, good).unwrap();
+        assert_eq!(flags.poll(), Reload::Unchanged, "the same flags are back");
+        assert_eq!(flags.snapshot().last_error, None);
+
+        // Unreadable: a directory in its place (permission bits do not stop root).
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert_eq!(flags.poll(), Reload::Refused);
+        assert!(last_error().contains("cannot read"), "{}", last_error());
+        assert_eq!(flags.poll(), Reload::Unchanged);
+        std::fs::remove_dir(&path).unwrap();
+        assert_eq!(flags.poll(), Reload::Refused, "now missing: a new cause");
+        assert_eq!(flags.poll(), Reload::Unchanged);
+
+        // Back with new content: applied.
+        std::fs::write(&path, br#"{"norm":{"enabled":true}}"#).unwrap();
+        assert_eq!(flags.poll(), Reload::Applied);
+        assert!(flags.get("norm").enabled);
+        assert_eq!(flags.snapshot().last_error, None);
+
+        // Bad content, gone, back the same: refused again (judged afresh).
+        std::fs::write(&path, b"{oops").unwrap();
+        assert_eq!(flags.poll(), Reload::Refused);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(flags.poll(), Reload::Refused);
+        std::fs::write(&path, b"{oops").unwrap();
+        assert_eq!(flags.poll(), Reload::Refused);
+        assert!(!last_error().contains("missing"), "{}", last_error());
+        assert!(flags.get("norm").enabled);
+    }
+
+    #[test]
+    fn a_file_missing_at_startup_is_not_an_error_until_it_was_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        let flags = Flags::load(Some(path.clone())).unwrap();
+        assert_eq!(flags.poll(), Reload::Unchanged, "warned at load already");
+        assert_eq!(flags.snapshot().last_error, None);
+        std::fs::write(&path, br#"{"norm":{"rollout_percent":3}}"#).unwrap();
+        assert_eq!(flags.poll(), Reload::Applied);
+        assert_eq!(flags.get("norm").rollout_percent, 3);
+    }
+
+    #[test]
     fn yaml_is_accepted() {
         let f = parse(Path::new("f.yaml"), b"validate:\n  enabled: false\n").unwrap();
         assert!(!f["validate"].enabled);
@@ -387,18 +725,18 @@ mod tests {
         let flags = Flags::load(Some(path.clone())).unwrap();
         assert_eq!(flags.get("norm").rollout_percent, 25);
         set_command(&path, &["norm.enabled=false".into()], false).unwrap();
-        assert!(flags.poll());
+        assert_eq!(flags.poll(), Reload::Applied);
         assert!(!flags.get("norm").enabled);
         assert_eq!(flags.get("norm").rollout_percent, 25);
         std::fs::write(&path, b"{not json").unwrap();
-        assert!(!flags.poll());
+        assert_eq!(flags.poll(), Reload::Refused);
         assert!(!flags.get("norm").enabled, "last good flags kept");
         assert!(flags.snapshot().last_error.is_some());
         assert!(set_command(&path, &["norm.rollout_percent=200".into()], false).is_err());
         // The kill switch works on a broken file with --reset.
         assert!(set_command(&path, &["norm.rollout_percent=0".into()], false).is_err());
         set_command(&path, &["norm.rollout_percent=0".into()], true).unwrap();
-        assert!(flags.poll());
+        assert_eq!(flags.poll(), Reload::Applied);
         assert_eq!(flags.get("norm").rollout_percent, 0);
         // No temp files left behind.
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

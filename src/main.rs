@@ -31,10 +31,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Check(args) => check(*args),
         Command::Flags(args) => {
-            let Some(path) = args.flags else {
-                eprintln!("normd flags: --flags FILE (or NORMD_FLAGS) is required");
-                return ExitCode::from(EXIT_USAGE);
-            };
+            let path = args.flags;
             let result = match &args.action {
                 FlagsAction::Get => normd::flags::get_command(&path),
                 FlagsAction::Set { assignments, reset } => {
@@ -152,18 +149,23 @@ fn check(args: ServeArgs) -> ExitCode {
         }
         Err(mut e) => errors.append(&mut e),
     }
-    if let Some(path) = &config.flags {
-        if path.exists() {
-            match normd::flags::check_file(path) {
-                Ok(()) => println!("flags: {} ok", path.display()),
-                Err(e) => errors.push(e),
-            }
-        } else {
-            println!(
-                "flags: {} does not exist yet (all endpoints enabled until it does)",
-                path.display()
-            );
+    // The group is applied to the socket only; with the socket off, serve ignores it.
+    if let (Some(_), Some(group)) = (&config.socket, &config.socket_group) {
+        match normd::server::resolve_group(group) {
+            Ok(gid) => println!("socket group: {group} (gid {gid})"),
+            Err(e) => errors.push(e),
         }
+    }
+    match &config.flags {
+        None => println!("flags: no file (all endpoints enabled)"),
+        Some(path) if path.exists() => match normd::flags::check_file(path) {
+            Ok(()) => println!("flags: {} ok", path.display()),
+            Err(e) => errors.push(e),
+        },
+        Some(path) => println!(
+            "flags: {} does not exist yet (all endpoints enabled until it does)",
+            path.display()
+        ),
     }
     println!("profiles: {}", config.profiles.len());
     if errors.is_empty() {

@@ -8,9 +8,10 @@
 //! that it is closed unanswered), so a client learns "no" instead of waiting in the
 //! kernel's backlog. `--metrics-listen` has its own few permits, so scrapes and health
 //! checks there are never blocked by work connections.
-//! Never: steals a live socket (another normd answering on the path is an error) and
-//! never leaves the socket with default permissions: mode and group are applied right
-//! after bind, and failure to do so fails startup.
+//! Never: steals a live socket (another normd answering on the path is an error),
+//! never leaves the socket with default permissions (mode and group are applied right
+//! after bind, and failure to do so fails startup), and never leaves behind a socket
+//! file it bound, whether startup fails later or shutdown completes.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -38,7 +39,7 @@ use crate::AppState;
 
 /// Bound listeners, before serving.
 pub struct Listeners {
-    pub unix: Option<(UnixListener, PathBuf, SocketId)>,
+    pub unix: Option<(UnixListener, SocketFile)>,
     pub tcp: Option<TcpListener>,
     /// Observation-only listener (`--metrics-listen`).
     pub metrics: Option<TcpListener>,
@@ -48,8 +49,8 @@ impl Listeners {
     /// Self-probe targets for the listeners that are on.
     pub fn targets(&self) -> Vec<(&'static str, Target)> {
         let mut t = Vec::new();
-        if let Some((_, path, _)) = &self.unix {
-            t.push(("unix", Target::Unix(path.clone())));
+        if let Some((_, file)) = &self.unix {
+            t.push(("unix", Target::Unix(file.path().to_path_buf())));
         }
         if let Some(addr) = self.tcp.as_ref().and_then(|l| l.local_addr().ok()) {
             t.push(("tcp", Target::Tcp(addr)));
@@ -58,15 +59,16 @@ impl Listeners {
     }
 }
 
-/// Binds both listeners as configured. Must run inside the tokio runtime.
+/// Binds both listeners as configured. Must run inside the tokio runtime. If a later
+/// bind fails (a TCP port in use), the socket file already bound is removed on the way out.
 pub fn bind(cfg: &Config) -> Result<Listeners, String> {
     let unix = match &cfg.socket {
         None => None,
         Some(path) => {
             let listener = bind_unix(path, cfg.socket_mode, cfg.socket_group.as_deref())?;
-            let id = SocketId::of(path)
+            let file = SocketFile::adopt(path)
                 .ok_or_else(|| format!("--socket {}: vanished right after bind", path.display()))?;
-            Some((listener, path.clone(), id))
+            Some((listener, file))
         }
     };
     let tcp = cfg.listen.map(|a| bind_tcp("--listen", a)).transpose()?;
@@ -77,15 +79,55 @@ pub fn bind(cfg: &Config) -> Result<Listeners, String> {
     Ok(Listeners { unix, tcp, metrics })
 }
 
-/// Device and inode of the socket file we bound, to recognise it at shutdown.
+/// Device and inode of the socket file we bound, to recognise it when removing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketId(u64, u64);
+struct SocketId(u64, u64);
 
 impl SocketId {
-    pub fn of(path: &Path) -> Option<Self> {
+    fn of(path: &Path) -> Option<Self> {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::symlink_metadata(path).ok()?;
         Some(Self(m.dev(), m.ino()))
+    }
+}
+
+/// The socket file this process bound, removed when this is dropped: at shutdown once
+/// accepting stops, and on any way out of startup after the bind, so a failed start
+/// leaves no file without an owner. Only while the path is still the inode we created:
+/// another instance may have bound it since.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    id: SocketId,
+}
+
+impl SocketFile {
+    /// Takes charge of the socket just bound at `path`; `None` if it is already gone.
+    pub fn adopt(path: &Path) -> Option<Self> {
+        Some(Self {
+            id: SocketId::of(path)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the file now (if still ours).
+    pub fn remove(self) {
+        drop(self);
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let path = self.path.display();
+        if SocketId::of(&self.path) != Some(self.id) {
+            tracing::warn!(path = %path, "socket file is gone or replaced; not removing it");
+        } else if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %path, error = %e, "cannot remove socket file");
+        }
     }
 }
 
@@ -163,8 +205,9 @@ fn bind_unix(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener
 }
 
 /// A numeric gid, or a name looked up in /etc/group (no NSS: the image has no libc
-/// resolver configuration, and the pod's groups are numeric anyway).
-fn resolve_group(group: &str) -> Result<u32, String> {
+/// resolver configuration, and the pod's groups are numeric anyway). `normd check` calls
+/// it too, so a group that `serve` would refuse fails the check with the same words.
+pub fn resolve_group(group: &str) -> Result<u32, String> {
     if let Ok(gid) = group.parse::<u32>() {
         return Ok(gid);
     }
@@ -192,17 +235,17 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let work_limit = Limit::new(cfg.max_connections, "--max-connections");
-    let socket_path = listeners.unix.as_ref().map(|(_, p, id)| (p.clone(), *id));
-
     // The work routes on the socket and TCP; observation only on --metrics-listen.
     let mut acceptors = Vec::new();
-    if let Some((listener, _, _)) = listeners.unix {
+    let mut socket_file = None;
+    if let Some((listener, file)) = listeners.unix {
         acceptors.push((
             Acceptor::Unix(listener),
             "unix",
             router.clone(),
             work_limit.clone(),
         ));
+        socket_file = Some(file);
     }
     if let Some(listener) = listeners.tcp {
         acceptors.push((
@@ -246,7 +289,7 @@ pub async fn run(
         stop_tx,
         accept_tasks,
         graceful,
-        socket_path.as_ref().map(|(p, id)| (p.as_path(), *id)),
+        socket_file,
     )
     .await;
     for task in background {
@@ -576,4 +619,54 @@ fn spawn_background(
         }
     }));
     tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_file_is_removed_only_while_it_is_the_one_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("normd.sock");
+        let _ours = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let file = SocketFile::adopt(&path).unwrap();
+        file.remove();
+        assert!(!path.exists(), "ours is removed");
+
+        let _first = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let file = SocketFile::adopt(&path).unwrap();
+        // Another instance replaced it in the meantime.
+        std::fs::remove_file(&path).unwrap();
+        let _theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(file);
+        assert!(path.exists(), "theirs is left alone");
+    }
+
+    #[test]
+    fn a_failed_tcp_bind_removes_the_socket_file_just_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut cfg = crate::config::Config::resolve(
+            crate::config::ServeArgs {
+                socket: Some(dir.path().join("normd.sock").display().to_string()),
+                listen: Some(busy.local_addr().unwrap().to_string()),
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = rt.block_on(async { bind(&cfg).err().unwrap() });
+        assert!(e.contains("already in use"), "{e}");
+        assert!(!dir.path().join("normd.sock").exists());
+        cfg.listen = None;
+        cfg.metrics_listen = busy.local_addr().ok();
+        let e = rt.block_on(async { bind(&cfg).err().unwrap() });
+        assert!(e.contains("--metrics-listen"), "{e}");
+        assert!(!dir.path().join("normd.sock").exists());
+    }
 }

@@ -8,7 +8,6 @@
 //! answered 503 `draining`; what the timeout then cuts is logged, never silently dropped.
 //! Never: refuses a request that was already accepted without answering it.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,7 +59,7 @@ pub async fn drain(
     stop_accepting: watch::Sender<bool>,
     accept_tasks: Vec<JoinHandle<()>>,
     graceful: Arc<GracefulShutdown>,
-    socket: Option<(&Path, crate::server::SocketId)>,
+    socket: Option<crate::server::SocketFile>,
 ) {
     state.health.set_draining();
     tracing::info!(
@@ -74,15 +73,9 @@ pub async fn drain(
     for task in accept_tasks {
         let _ = task.await;
     }
-    if let Some((path, ours)) = socket {
-        // Only our own socket file: another instance may have bound the path since.
-        if crate::server::SocketId::of(path) == Some(ours) {
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove socket file");
-            }
-        } else {
-            tracing::warn!(path = %path.display(), "socket file is gone or replaced; not removing it");
-        }
+    // Only our own socket file: another instance may have bound the path since.
+    if let Some(file) = socket {
+        file.remove();
     }
     tracing::info!(
         in_flight = state.admission.queued() + state.admission.running(),

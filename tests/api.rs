@@ -1532,6 +1532,16 @@ fn check_names_what_is_broken() {
         "{err}"
     );
 
+    // An empty flags file (JSON or YAML) is not "no flags".
+    for name in ["empty.json", "empty.yaml"] {
+        std::fs::write(p(name), "\n").expect("flags");
+        let err = run(&["check", "--schemas", schemas, "--flags", &p(name)]);
+        assert!(
+            err.contains(&p(name)) && err.contains("empty; write {} for the defaults"),
+            "{err}"
+        );
+    }
+
     // A bad config value.
     let err = run(&["check", "--schemas", schemas, "--socket-mode", "999"]);
     assert!(
@@ -1552,6 +1562,39 @@ fn check_names_what_is_broken() {
         err.contains(&p("k.toml")) && err.contains("max_bodybytes"),
         "{err}"
     );
+}
+
+/// A socket group that serve would refuse fails `normd check` with the same message.
+#[test]
+fn check_and_serve_refuse_an_unknown_socket_group_alike() {
+    let schemas = repo_path("schemas");
+    let schemas = schemas.to_str().expect("utf-8");
+    let expected = "--socket-group nosuchgroupxyz: no such group in /etc/group";
+    let (status, stdout, stderr) = run_normd(
+        &[
+            "check",
+            "--schemas",
+            schemas,
+            "--socket-group",
+            "nosuchgroupxyz",
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(!status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains(expected), "{stderr}");
+    let failure = start_failure(&["--socket-group", "nosuchgroupxyz"]);
+    assert!(!failure.status.expect("status").success());
+    assert!(failure.stderr.contains(expected), "{}", failure.stderr);
+
+    // A gid, and a name /etc/group has, pass.
+    for group in ["0", "root"] {
+        let (status, stdout, stderr) = run_normd(
+            &["check", "--schemas", schemas, "--socket-group", group],
+            Duration::from_secs(20),
+        );
+        assert!(status.success(), "{group}: {stdout}\n{stderr}");
+        assert!(stdout.contains("(gid 0)"), "{stdout}");
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -1577,6 +1620,31 @@ fn socket_mode_is_0660_by_default_and_configurable() {
     let m = Normd::start(&["--socket-mode", "0600"]);
     assert_eq!(mode_of(m.socket_path()), 0o600);
     assert_eq!(m.unix("GET", "/livez", &[], "").0, 200);
+
+    // A mode without owner read+write (a socket only root could use), or with bits beyond
+    // 0777, is refused by check and serve alike, before anything is bound.
+    let schemas = repo_path("schemas");
+    let schemas = schemas.to_str().expect("utf-8");
+    for (mode, says) in [
+        ("0", "owner needs read and write"),
+        ("0066", "owner needs read and write"),
+        ("1777", "at most 0777"),
+    ] {
+        let (status, stdout, stderr) = run_normd(
+            &["check", "--schemas", schemas, "--socket-mode", mode],
+            Duration::from_secs(20),
+        );
+        assert!(!status.success(), "check --socket-mode {mode}: {stdout}");
+        assert!(stderr.contains(says), "{stderr}");
+        let failure = start_failure(&["--socket-mode", mode]);
+        assert_eq!(
+            failure.status.and_then(|s| s.code()),
+            Some(64),
+            "{}",
+            failure.stderr
+        );
+        assert!(failure.stderr.contains(says), "{}", failure.stderr);
+    }
 }
 
 #[test]
@@ -1615,6 +1683,36 @@ fn a_live_socket_is_never_stolen() {
     check_norm_reply(&reply, KNOWN.len(), "gzip", KNOWN_CANONICAL.as_bytes());
 }
 
+/// A start that fails after the socket is bound (the TCP port is taken) removes the
+/// socket file it created: no file without an owner for the next start to puzzle over.
+#[test]
+fn a_failed_start_after_binding_the_socket_removes_it() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("normd.sock");
+    let socket_arg = socket.to_str().expect("utf-8");
+    for taken in [
+        ["--listen", port.as_str()],
+        ["--metrics-listen", port.as_str()],
+    ] {
+        let failure = start_failure(&[&["--socket", socket_arg][..], &taken].concat());
+        assert!(!failure.status.expect("status").success());
+        assert!(
+            failure.stderr.contains("already in use") && failure.stderr.contains(taken[0]),
+            "{}",
+            failure.stderr
+        );
+        assert!(
+            !socket.exists(),
+            "{taken:?}: the socket file was left behind"
+        );
+    }
+    // The path is free for the next start.
+    let n = Normd::start(&["--socket", socket_arg]);
+    assert_eq!(n.unix("GET", "/livez", &[], "").0, 200);
+}
+
 #[test]
 fn non_loopback_tcp_needs_allow_non_loopback() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1641,6 +1739,49 @@ fn non_loopback_tcp_needs_allow_non_loopback() {
     );
     assert!(!std::path::Path::new(socket).exists(), "nothing was bound");
 
+    // The env twin takes the usual spellings of a boolean; a typo is an error, not "on".
+    let check = |value: &str| {
+        run_normd_with(
+            &["check", "--schemas", schemas, "--listen", "0.0.0.0:8081"],
+            None,
+            &[("NORMD_ALLOW_NON_LOOPBACK", value)],
+            Duration::from_secs(20),
+        )
+    };
+    for yes in ["1", "true", "yes", "on", "TRUE", "Yes"] {
+        let (status, stdout, stderr) = check(yes);
+        assert!(status.success(), "{yes}: {stdout}\n{stderr}");
+    }
+    for no in ["0", "false", "no", "off"] {
+        let (status, _, stderr) = check(no);
+        assert_eq!(status.code(), Some(1), "{no}: {stderr}");
+        assert!(stderr.contains("--allow-non-loopback"), "{no}: {stderr}");
+    }
+    let (status, _, stderr) = check("maybe");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("maybe"), "{stderr}");
+    let config = tempfile::NamedTempFile::with_suffix(".toml").expect("tempfile");
+    std::fs::write(config.path(), "allow_non_loopback = true\n").expect("config");
+    let (status, stdout, stderr) = run_normd(
+        &[
+            "check",
+            "--schemas",
+            schemas,
+            "--listen",
+            "0.0.0.0:8081",
+            "--config",
+            config.path().to_str().expect("utf-8"),
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "config file: {stdout}\n{stderr}");
+
+    let n = Normd::builder()
+        .args(&["--listen", "0.0.0.0:0"])
+        .env("NORMD_ALLOW_NON_LOOPBACK", "1")
+        .start();
+    assert!(!n.tcp_addr().ip().is_loopback());
+    drop(n);
     let n = Normd::start(&["--listen", "0.0.0.0:0", "--allow-non-loopback"]);
     let port = n.tcp_addr().port();
     let (s, _, _) = rt()

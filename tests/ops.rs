@@ -487,8 +487,79 @@ fn a_flag_flip_off_on_off_is_served_and_the_flags_subcommand_edits_atomically() 
     assert!(m.sum("normd_rejections_total", &[("reason", "disabled")]) >= 2.0);
 }
 
+/// Issue (SPEC §1, §7): `normd flags set norm.rollout_percent=25` works as written, on
+/// `./flags.json` (created if missing); `flags show` is `flags get`; `normd serve` reads
+/// `./flags.json` when it exists and nothing names another file, and polls it.
+#[test]
+fn the_flags_subcommands_and_serve_default_to_dot_flags_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Duration::from_secs(30);
+    let flags = |args: &[&str]| {
+        let (status, out, err) = common::run_normd_with(args, Some(dir.path()), &[], t);
+        assert_eq!(status.code(), Some(0), "{args:?}: {out}{err}");
+        out
+    };
+    let (_, help, _) = run_normd(&["flags", "--help"], t);
+    assert!(
+        help.contains("show") && help.contains("[default: ./flags.json]"),
+        "{help}"
+    );
+
+    let shown: Value = serde_json::from_str(&flags(&["flags", "show"])).expect("JSON");
+    assert_eq!(shown["version"], "default");
+    assert!(
+        !dir.path().join("flags.json").exists(),
+        "show writes nothing"
+    );
+    flags(&["flags", "set", "norm.rollout_percent=25"]);
+    let written = dir.path().join("flags.json");
+    assert!(written.is_file(), "set creates ./flags.json");
+    let shown: Value = serde_json::from_str(&flags(&["flags", "show"])).expect("JSON");
+    assert_eq!(shown["flags"]["norm"]["rollout_percent"], 25);
+    let got: Value = serde_json::from_str(&flags(&["flags", "get"])).expect("JSON");
+    assert_eq!(got, shown);
+
+    // serve, run in that directory with no --flags, reads and polls ./flags.json.
+    let n = Normd::builder()
+        .dir(dir)
+        .args(&BASE_ARGS)
+        .args(&["--flags-poll-ms", "100"])
+        .start();
+    let doc = flags_doc(&n);
+    assert_eq!(doc["source"], "./flags.json");
+    assert_eq!(doc["flags"]["norm"]["rollout_percent"], 25);
+    let (status, out, err) = common::run_normd_with(
+        &["flags", "set", "norm.enabled=false"],
+        Some(n.dir.path()),
+        &[],
+        t,
+    );
+    assert_eq!(status.code(), Some(0), "{out}{err}");
+    wait_flags(&n, "the edit of ./flags.json", |d| {
+        d["flags"]["norm"]["enabled"] == false
+    });
+    assert_problem(&post_json(&n, "/norm", &[], "{}"), 503, "disabled");
+
+    // `--flags ''` says "no flags file" even with ./flags.json present.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("flags.json"),
+        r#"{"norm": {"enabled": false}}"#,
+    )
+    .expect("write flags");
+    let m = Normd::builder()
+        .dir(dir)
+        .args(&BASE_ARGS)
+        .args(&["--flags", ""])
+        .start();
+    let doc = flags_doc(&m);
+    assert_eq!(doc["source"], Value::Null);
+    assert_eq!(doc["flags"]["norm"]["enabled"], true);
+}
+
 /// Issue: an invalid flags file keeps the last good flags (the endpoint stays as it
-/// was), GET /flags names the error, and the error is counted.
+/// was), GET /flags names the error, and the error is counted. An emptied file (what a
+/// poll sees during `echo > flags.json`) is invalid too: it must not undo a kill switch.
 #[test]
 fn an_invalid_flags_file_keeps_the_last_good_flags() {
     let (dir, path) = dir_with_flags(r#"{"norm": {"enabled": false}}"#);
@@ -503,6 +574,7 @@ fn an_invalid_flags_file_keeps_the_last_good_flags() {
         "{not json",
         r#"{"nrom": {"enabled": true}}"#,
         r#"{"norm": {"enabled": true, "rollout_percent": 101}}"#,
+        "\n",
     ] {
         write_atomically(&path, broken);
         let doc = wait_flags(&n, "the new error", |d| {
@@ -513,12 +585,16 @@ fn an_invalid_flags_file_keeps_the_last_good_flags() {
         assert_problem(&post_json(&n, "/norm", &[], "{}"), 503, "disabled");
         previous_error = doc["last_error"].clone();
     }
-    let m = wait_metrics(&n, "three counted errors", |m| {
-        m.sum("normd_flag_reloads_total", &[("result", "error")]) >= errors_before + 3.0
+    assert!(
+        previous_error.as_str().is_some_and(|e| e.contains("empty")),
+        "{previous_error}"
+    );
+    let m = wait_metrics(&n, "four counted errors", |m| {
+        m.sum("normd_flag_reloads_total", &[("result", "error")]) >= errors_before + 4.0
     });
     assert_eq!(
         m.sum("normd_flag_reloads_total", &[("result", "error")]),
-        errors_before + 3.0,
+        errors_before + 4.0,
         "each bad content is counted once"
     );
 
@@ -529,6 +605,93 @@ fn an_invalid_flags_file_keeps_the_last_good_flags() {
     });
     assert_eq!(doc["last_error"], Value::Null);
     assert_eq!(post_json(&n, "/norm", &[], "{}").0.as_u16(), 200);
+}
+
+/// Issue: a flags file that disappears, or cannot be read, keeps the last flags, and
+/// says so: one warning, `last_error` on GET /flags, one counted error; all cleared
+/// when the file is back.
+#[test]
+fn a_missing_or_unreadable_flags_file_is_named_once_and_cleared_when_back() {
+    let content = r#"{"norm": {"enabled": false}}"#;
+    let (dir, path) = dir_with_flags(content);
+    let n = start_with_flags(dir, &path, &[]);
+    let good = flags_doc(&n);
+    let errors = |n: &Normd| metrics(n).sum("normd_flag_reloads_total", &[("result", "error")]);
+    let warnings = |n: &Normd, msg: &str| {
+        n.log_json()
+            .iter()
+            .filter(|l| l["level"] == "warn" && l["msg"].as_str() == Some(msg))
+            .count()
+    };
+    let before = errors(&n);
+
+    // Gone (an operator's rm, a volume unmounted).
+    std::fs::remove_file(&path).expect("rm");
+    let doc = wait_flags(&n, "the missing file", |d| {
+        d["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("missing"))
+    });
+    assert_eq!(doc["flags"], good["flags"], "the last flags are kept");
+    assert_eq!(doc["version"], good["version"]);
+    assert_problem(&post_json(&n, "/norm", &[], "{}"), 503, "disabled");
+    write_atomically(&path, content);
+    wait_flags(&n, "the file back", |d| d["last_error"].is_null());
+    assert_eq!(
+        warnings(&n, "flags file missing; keeping the last flags"),
+        1,
+        "{:#?}",
+        n.logs()
+    );
+    assert_eq!(errors(&n), before + 1.0);
+
+    // Unreadable (a directory in its place: permission bits do not stop root).
+    std::fs::remove_file(&path).expect("rm");
+    std::fs::create_dir(&path).expect("mkdir");
+    let doc = wait_flags(&n, "the unreadable file", |d| {
+        d["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot read"))
+    });
+    assert_eq!(doc["flags"], good["flags"]);
+    std::fs::remove_dir(&path).expect("rmdir");
+    write_atomically(&path, r#"{"norm": {"enabled": true}}"#);
+    let doc = wait_flags(&n, "the new file", |d| {
+        d["flags"]["norm"]["enabled"] == true
+    });
+    assert_eq!(doc["last_error"], Value::Null);
+    assert_eq!(
+        warnings(&n, "flags file unreadable; keeping the last flags"),
+        1
+    );
+    // Unreadable, then (between the rmdir and the write) possibly missing: one each.
+    let counted = errors(&n) - before;
+    assert!((2.0..=3.0).contains(&counted), "{counted}");
+    assert_eq!(post_json(&n, "/norm", &[], "{}").0.as_u16(), 200);
+}
+
+/// Issue: an empty flags file at startup is a startup error, like any file that does
+/// not parse, in JSON and in YAML.
+#[test]
+fn an_empty_flags_file_fails_startup() {
+    for (name, content) in [("flags.json", ""), ("flags.yaml", "# nothing yet\n")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).expect("write flags");
+        let failure = Normd::builder()
+            .dir(dir)
+            .args(&["--flags", &path.display().to_string()])
+            .try_start()
+            .err()
+            .unwrap_or_else(|| panic!("normd started with an empty {name}"));
+        assert!(!failure.status.expect("exit status").success());
+        assert!(
+            failure.stderr.contains(&path.display().to_string())
+                && failure.stderr.contains("write {} for the defaults"),
+            "{}",
+            failure.stderr
+        );
+    }
 }
 
 /// Issue: a Kubernetes ConfigMap update (the `..data` symlink swapped atomically to a

@@ -212,7 +212,25 @@ pub enum RawTarget<'a> {
 /// Runs `normd <args>` to completion (bounded by `timeout`; killed and panics past it).
 /// Returns (exit status, stdout, stderr).
 pub fn run_normd(args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
-    let mut child = Command::new(bin())
+    run_normd_with(args, None, &[], timeout)
+}
+
+/// [`run_normd`] in the working directory `cwd` (if given; for the `./…` defaults), with
+/// `env` set for the child only.
+pub fn run_normd_with(
+    args: &[&str],
+    cwd: Option<&Path>,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (ExitStatus, String, String) {
+    let mut cmd = Command::new(bin());
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
