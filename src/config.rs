@@ -151,7 +151,7 @@ pub struct ServeArgs {
     /// Log level: error, warn, info, debug, trace, off. [default: info]
     #[arg(long, env = "NORMD_LOG_LEVEL")]
     pub log_level: Option<String>,
-    /// Fraction of successful requests given an access-log line (errors always are). [default: 1.0]
+    /// Fraction of successful requests given an access-log line, 0..=1 (error lines are always written). [default: 1.0]
     #[arg(long, env = "NORMD_LOG_SAMPLE")]
     pub log_sample: Option<f64>,
 }
@@ -642,7 +642,14 @@ impl Config {
             args.shed_watermark.or(file.shed_watermark),
             0.9,
         );
-        let log_sample = fraction("log-sample", args.log_sample.or(file.log_sample), 1.0);
+        // 0 is a sampling rate too: only error lines.
+        let log_sample = match args.log_sample.or(file.log_sample) {
+            Some(v) if !(0.0..=1.0).contains(&v) => {
+                err(format!("--log-sample {v}: must be a fraction in [0, 1]"));
+                1.0
+            }
+            v => v.unwrap_or(1.0),
+        };
         if shed_watermark < ready_watermark {
             err(format!(
                 "--shed-watermark {shed_watermark} is below --ready-watermark {ready_watermark}: \
@@ -936,6 +943,28 @@ mod tests {
         let errors = Config::resolve(args, FileConfig::default()).unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:#?}");
         assert!(errors[0].contains("loopback"));
+    }
+
+    #[test]
+    fn log_sample_takes_zero_to_one() {
+        for (given, ok) in [
+            (0.0, true),
+            (0.25, true),
+            (1.0, true),
+            (-0.1, false),
+            (1.5, false),
+            (f64::NAN, false),
+        ] {
+            let args = ServeArgs {
+                log_sample: Some(given),
+                ..Default::default()
+            };
+            let resolved = Config::resolve(args, FileConfig::default());
+            assert_eq!(resolved.is_ok(), ok, "{given}");
+            if let Ok(c) = resolved {
+                assert_eq!(c.log_sample, given);
+            }
+        }
     }
 
     #[test]

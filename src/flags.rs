@@ -118,7 +118,11 @@ impl Flags {
     /// it appears (a ConfigMap may be created after the pod).
     pub fn load(path: Option<PathBuf>) -> Result<Self, String> {
         let Some(path) = path else {
-            return Ok(Self::defaults());
+            let flags = Self::defaults();
+            // The flag gauges exist with or without a file (dashboards and alerts read
+            // them either way).
+            flags.publish(Snapshot::defaults(None));
+            return Ok(flags);
         };
         let flags = Self {
             current: RwLock::new(Arc::new(Snapshot::defaults(Some(&path)))),
@@ -132,6 +136,7 @@ impl Flags {
             flags.publish(snap);
         } else {
             tracing::warn!(path = %path.display(), "flags file not found; all endpoints enabled until it appears");
+            flags.publish(Snapshot::defaults(Some(&path)));
             // Already said; and the defaults are what no file means, so no last_error.
             *flags.trouble.lock().unwrap_or_else(|e| e.into_inner()) = Some(missing_message(&path));
         }

@@ -880,3 +880,23 @@ fn an_empty_schemas_dir_is_not_ready_until_a_reload_finds_schemas() {
     );
     assert_eq!(readyz(&n, "").0, 200);
 }
+
+/// Without a flags file the flag gauges still exist, at their defaults (dashboards and
+/// alerts read them either way).
+#[test]
+fn the_flag_gauges_exist_without_a_flags_file() {
+    let n = Normd::start(&BASE_ARGS);
+    let m = metrics(&n);
+    for endpoint in ["norm", "normalize", "validate", "compress"] {
+        assert_eq!(m.sum("normd_flag_enabled", &[("endpoint", endpoint)]), 1.0);
+        assert_eq!(
+            m.sum("normd_flag_rollout_percent", &[("endpoint", endpoint)]),
+            100.0
+        );
+    }
+    assert!(
+        m.text.contains("normd_flag_enabled{endpoint=\"norm\"} 1"),
+        "{}",
+        m.text
+    );
+}
