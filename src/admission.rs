@@ -684,18 +684,26 @@ mod tests {
         assert!(seen_rx.recv().unwrap());
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cancelled_queued_work_never_starts() {
         let adm = Admission::start(1, 4, 1 << 20);
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
         let blocker = adm.reserve(far(), false).unwrap();
         let adm2 = Arc::clone(&adm);
         let running = tokio::spawn(async move {
             adm2.run(blocker, far(), move |_| {
+                let _ = started_tx.send(());
                 let _ = release_rx.recv();
             })
             .await
         });
+        // The blocker holds the only worker before the next job is queued (otherwise
+        // the worker could take that job first, before it is dropped).
+        tokio::task::spawn_blocking(move || started_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         let started = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&started);
         let slot = adm.reserve(far(), false).unwrap();
@@ -706,7 +714,7 @@ mod tests {
         drop(queued);
         release_tx.send(()).unwrap();
         running.await.unwrap().unwrap();
-        // A third job runs after the cancelled one was skipped.
+        // A third job runs; the dropped one never did.
         let slot = adm.reserve(far(), false).unwrap();
         adm.run(slot, far(), |_| ()).await.unwrap();
         assert!(!started.load(Ordering::SeqCst));
