@@ -1211,6 +1211,57 @@ fn decompression_bombs_are_decoded_too_large_and_memory_stays_flat() {
 }
 
 #[test]
+fn a_body_decoding_to_exactly_the_cap_comes_back_byte_exact() {
+    // Decoding keeps 1 MiB, then only counts; a body that ends within the cap is decoded
+    // again into an exact-size buffer. This one takes that second pass in every codec.
+    let n = shared();
+    let limit = 8 << 20;
+    let order = fixture("order_4k.json");
+    let mut data = Vec::with_capacity(limit + order.len());
+    for i in 0.. {
+        if data.len() >= limit {
+            break;
+        }
+        data.extend_from_slice(format!("{i} ").as_bytes());
+        data.extend_from_slice(&order);
+    }
+    data.truncate(limit);
+    let bodies = [
+        ("gzip", gzip(&data)),
+        ("br", brotli(&data)),
+        ("zstd", zstd::encode_all(&data[..], 1).expect("zstd")),
+    ];
+    for (ce, body) in bodies {
+        assert!(body.len() < 1 << 20, "{ce} fits the body limit");
+        let (s, _, b) = n.tcp(
+            "POST",
+            "/compress?encoding=identity",
+            &[("content-encoding", ce), ("x-deadline-ms", "10000")],
+            body,
+        );
+        assert_eq!(
+            s,
+            200,
+            "{ce}: {:?}",
+            String::from_utf8_lossy(&b[..b.len().min(300)])
+        );
+        assert!(
+            b == data,
+            "{ce}: the decoded body differs from what was sent"
+        );
+    }
+    data.push(b'x');
+    let reply = n.tcp(
+        "POST",
+        "/compress?encoding=identity",
+        &[("content-encoding", "gzip"), ("x-deadline-ms", "10000")],
+        gzip(&data),
+    );
+    let p = assert_problem(&reply, 413, "decoded_too_large");
+    assert_eq!(p["limit"], limit);
+}
+
+#[test]
 fn the_handmade_gzip_bomb_is_valid_gzip() {
     let len = 1 + 258 * 40;
     assert_eq!(gunzip(&gzip_zeros(len)), vec![0u8; len]);

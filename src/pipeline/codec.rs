@@ -303,8 +303,11 @@ impl ContentEncoding {
 ///
 /// 1 MiB, a fixed amount rather than a multiple of the wire size: the promise is about
 /// what a bomb can make normd hold, and a ratio bound would let a 1 MiB body (the default
-/// `--max-body-bytes`) hold the whole decoded cap again. normd's payloads are a few KB,
-/// so a real body almost never decodes past this and pays for one pass only.
+/// `--max-body-bytes`) hold the whole decoded cap again. 1 MiB is what an uncompressed
+/// body at that default already costs, and normd's payloads are a few KB, so a real body
+/// almost never decodes past it and pays for one pass only. What it does not bound is
+/// the codec's own history window, which the frame chooses (gzip 32 KiB; br and zstd up
+/// to several MiB, capped for zstd near `limit` by `window_log_max`).
 const DECODE_KEEP: usize = 1 << 20;
 
 /// Decoded bytes are pulled from the decoder in slices of this size; the stop check
