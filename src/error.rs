@@ -309,10 +309,16 @@ fn canon_problem(e: CanonError) -> Problem {
             pointer,
             input,
             canonical,
-        } => Problem::new(Code::NumberPrecision, truncate(&detail, 300))
-            .with("pointer", pointer)
-            .with("input", truncate(&input, 64))
-            .with("canonical", canonical),
+        } => {
+            let problem = Problem::new(Code::NumberPrecision, truncate(&detail, 300))
+                .with("pointer", pointer)
+                .with("input", truncate(&input, 64));
+            // Beyond the largest double there is no canonical form to show.
+            match canonical {
+                Some(c) => problem.with("canonical", c),
+                None => problem,
+            }
+        }
     }
 }
 
@@ -355,5 +361,26 @@ mod tests {
             r.headers()[header::CONTENT_TYPE],
             "application/problem+json"
         );
+    }
+
+    fn body_of(e: CanonError) -> Value {
+        serde_json::from_slice(&Problem::from(PipelineError::Canon(e)).body_bytes()).unwrap()
+    }
+
+    #[test]
+    fn number_precision_omits_canonical_when_there_is_none() {
+        let b = body_of(CanonError::NumberPrecision {
+            pointer: "/0".to_owned(),
+            input: "1e400".to_owned(),
+            canonical: None,
+        });
+        assert_eq!(b["input"], "1e400");
+        assert!(b.get("canonical").is_none(), "{b}");
+        let b = body_of(CanonError::NumberPrecision {
+            pointer: "/0".to_owned(),
+            input: "1e-400".to_owned(),
+            canonical: Some("0".to_owned()),
+        });
+        assert_eq!(b["canonical"], "0");
     }
 }

@@ -33,6 +33,14 @@ lowercase = ["/order/customer/email"]
 
 [profiles.plain]
 encoding = "identity"
+
+[profiles.jcs]
+encoding = "identity"
+numbers = "jcs"
+
+[profiles.strict]
+encoding = "identity"
+numbers = "strict"
 "#;
 
 /// Defaults, plus a config file with profiles and the debug-panic hook (both inert
@@ -986,7 +994,7 @@ fn unknown_profile_schema_and_encoding_list_the_known_names() {
             400,
             "unknown_profile",
         );
-        assert_eq!(p["known"], json!(["orders", "plain"]));
+        assert_eq!(p["known"], json!(["jcs", "orders", "plain", "strict"]));
         let p = assert_problem(
             &n.call(via, "POST", "/validate?schema=order.v9", &[JSON], KNOWN),
             400,
@@ -1389,6 +1397,8 @@ fn number_precision_names_the_pointer() {
             "number_precision",
         );
         assert_eq!(p["pointer"], "/0");
+        // No canonical form exists: the member is left out, not sent empty.
+        assert!(p.get("canonical").is_none(), "{p:#}");
         // Same value, other spelling: passes.
         for (input, canonical) in [
             (r#"{"x":1E30}"#, r#"{"x":1e+30}"#),
@@ -1399,6 +1409,65 @@ fn number_precision_names_the_pointer() {
             let (s, _, b) = n.call(via, "POST", "/norm?encoding=identity", &[JSON], input);
             assert_eq!(s, 200, "{input}: {b:?}");
             assert_eq!(b, canonical, "{input}");
+        }
+    }
+}
+
+#[test]
+fn underflow_to_zero_is_out_of_range_except_under_jcs() {
+    let n = shared();
+    for via in Via::BOTH {
+        for profile in ["", "?profile=strict"] {
+            let p = assert_problem(
+                &n.call(
+                    via,
+                    "POST",
+                    &format!("/normalize{profile}"),
+                    &[JSON],
+                    r#"{"x":[1e-400]}"#,
+                ),
+                422,
+                "number_precision",
+            );
+            assert_eq!(p["pointer"], "/x/0", "{profile}");
+            assert_eq!(p["input"], "1e-400", "{profile}");
+            assert_eq!(p["canonical"], "0", "{profile}");
+        }
+        // Pure RFC 8785 rounds it to 0.
+        let (s, _, b) = n.call(
+            via,
+            "POST",
+            "/norm?profile=jcs",
+            &[JSON],
+            "[1e-400,-2e-324]",
+        );
+        assert_eq!((s.as_u16(), &b[..]), (200, &b"[0,0]"[..]));
+        // Beyond the largest double: refused under every policy, with no canonical.
+        for profile in ["", "?profile=strict", "?profile=jcs"] {
+            let p = assert_problem(
+                &n.call(
+                    via,
+                    "POST",
+                    &format!("/normalize{profile}"),
+                    &[JSON],
+                    "[-1e400]",
+                ),
+                422,
+                "number_precision",
+            );
+            assert!(p.get("canonical").is_none(), "{profile}: {p:#}");
+        }
+        // Literals that are zero stay 0 everywhere.
+        for profile in ["?encoding=identity", "?profile=strict", "?profile=jcs"] {
+            let (s, _, b) = n.call(
+                via,
+                "POST",
+                &format!("/norm{profile}"),
+                &[JSON],
+                "[0,-0,0e-400,0.000,-0.0E+400]",
+            );
+            assert_eq!(s, 200, "{profile}: {b:?}");
+            assert_eq!(b, "[0,0,0,0,0]", "{profile}");
         }
     }
 }
