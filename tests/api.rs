@@ -955,6 +955,57 @@ fn duplicate_key_names_the_object() {
 }
 
 #[test]
+fn duplicate_key_echoes_long_names_and_pointers_capped() {
+    let n = shared();
+    let long = "k".repeat(300_000);
+    let capped_key = format!("{}…", "k".repeat(64));
+    let capped_pointer = format!("/{}…", "k".repeat(255));
+    for via in Via::BOTH {
+        // A 300 KB name twice: the problem used to echo it in `key` and in `detail`.
+        let reply = n.call(
+            via,
+            "POST",
+            "/norm",
+            &[JSON],
+            format!(r#"{{"{long}":1,"{long}":2}}"#),
+        );
+        assert!(reply.2.len() < 2048, "problem of {} bytes", reply.2.len());
+        let p = assert_problem(&reply, 400, "duplicate_key");
+        assert_eq!(p["key"], capped_key.as_str());
+        assert_eq!(p["pointer"], "");
+        // The same name on the path: the pointer is capped the same way.
+        let reply = n.call(
+            via,
+            "POST",
+            "/norm",
+            &[JSON],
+            format!(r#"{{"{long}":{{"a":1,"a":2}}}}"#),
+        );
+        assert!(reply.2.len() < 2048, "problem of {} bytes", reply.2.len());
+        let p = assert_problem(&reply, 400, "duplicate_key");
+        assert_eq!(p["key"], "a");
+        assert_eq!(p["pointer"], capped_pointer.as_str());
+        assert!(
+            p["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(&capped_pointer)),
+            "{p:#}"
+        );
+        // And for a number that loses precision under such a name.
+        let reply = n.call(
+            via,
+            "POST",
+            "/norm",
+            &[JSON],
+            format!(r#"{{"{long}":1e400}}"#),
+        );
+        assert!(reply.2.len() < 2048, "problem of {} bytes", reply.2.len());
+        let p = assert_problem(&reply, 422, "number_precision");
+        assert_eq!(p["pointer"], capped_pointer.as_str());
+    }
+}
+
+#[test]
 fn too_deep_is_refused_without_overflowing() {
     let n = shared();
     let nest = |d: usize| format!("{}{}", "[".repeat(d), "]".repeat(d));
