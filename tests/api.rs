@@ -41,6 +41,10 @@ numbers = "jcs"
 [profiles.strict]
 encoding = "identity"
 numbers = "strict"
+
+[profiles.nfc]
+encoding = "identity"
+nfc = true
 "#;
 
 /// Defaults, plus a config file with profiles and the debug-panic hook (both inert
@@ -596,6 +600,29 @@ fn text_mode_trims_and_lowercases() {
 }
 
 #[test]
+fn text_mode_applies_the_profiles_nfc() {
+    let n = shared();
+    // "Cafe" + U+0301 COMBINING ACUTE ACCENT: NFC composes it to "café" (U+00E9).
+    let text = "  Cafe\u{301} AU LAIT\n";
+    for via in Via::BOTH {
+        let (s, _, b) = n.call(via, "POST", "/normalize?profile=nfc", &[TEXT], text);
+        assert_eq!(s, 200, "{b:?}");
+        assert_eq!(b, "caf\u{e9} au lait");
+        let (s, h, b) = n.call(via, "POST", "/norm?profile=nfc", &[TEXT], text);
+        assert_eq!(s, 200, "{b:?}");
+        assert_eq!(b, "caf\u{e9} au lait");
+        assert_eq!(
+            header(&h, "x-normd-digest"),
+            digest_of("caf\u{e9} au lait".as_bytes())
+        );
+        // Without `nfc` the text keeps its decomposed form.
+        let (s, _, b) = n.call(via, "POST", "/normalize", &[TEXT], text);
+        assert_eq!(s, 200, "{b:?}");
+        assert_eq!(b, "cafe\u{301} au lait");
+    }
+}
+
+#[test]
 fn profiles_are_selected_and_query_parameters_override_them() {
     let n = shared();
     let doc = fixture("order_1k.json");
@@ -1045,7 +1072,10 @@ fn unknown_profile_schema_and_encoding_list_the_known_names() {
             400,
             "unknown_profile",
         );
-        assert_eq!(p["known"], json!(["jcs", "orders", "plain", "strict"]));
+        assert_eq!(
+            p["known"],
+            json!(["jcs", "nfc", "orders", "plain", "strict"])
+        );
         let p = assert_problem(
             &n.call(via, "POST", "/validate?schema=order.v9", &[JSON], KNOWN),
             400,
