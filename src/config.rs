@@ -780,6 +780,7 @@ fn resolve_profile(
         },
         text_rules: TextRules {
             trim: p.text_trim.unwrap_or(true),
+            nfc: p.nfc,
             lowercase: p.text_lowercase.unwrap_or(true),
         },
         deadline,

@@ -280,7 +280,8 @@ impl From<PipelineError> for Problem {
     }
 }
 
-/// Caps caller-controlled text echoed in a problem (a number may be 600 KB of digits).
+/// Caps caller-controlled text echoed in a problem (a number may be 600 KB of digits, a
+/// member name as long as the body); a cut is marked with a trailing `…`.
 fn truncate(s: &str, max_chars: usize) -> String {
     if s.chars().count() <= max_chars {
         s.to_owned()
@@ -289,30 +290,66 @@ fn truncate(s: &str, max_chars: usize) -> String {
     }
 }
 
+/// Echoed numbers and member names: enough to recognize them.
+const ECHO_CHARS: usize = 64;
+/// Echoed JSON pointers: a pointer is as long as the names on its path, so one long
+/// name would make it as big as the body. 256 characters keep a path 128 levels deep
+/// of short names whole, and the root end of any other.
+const POINTER_CHARS: usize = 256;
+
 fn canon_problem(e: CanonError) -> Problem {
-    let detail = e.to_string();
     match e {
         CanonError::InvalidUtf8 { offset } => {
-            Problem::new(Code::InvalidUtf8, detail).with("offset", offset)
+            Problem::new(Code::InvalidUtf8, e.to_string()).with("offset", offset)
         }
-        CanonError::LoneSurrogate { line, column } => Problem::new(Code::InvalidUtf8, detail)
-            .with("line", line)
-            .with("column", column),
-        CanonError::InvalidJson { line, column, .. } => Problem::new(Code::InvalidJson, detail)
-            .with("line", line)
-            .with("column", column),
-        CanonError::DuplicateKey { pointer, key } => Problem::new(Code::DuplicateKey, detail)
-            .with("pointer", pointer)
-            .with("key", key),
-        CanonError::TooDeep { limit } => Problem::new(Code::TooDeep, detail).with("limit", limit),
+        CanonError::LoneSurrogate { line, column } => {
+            Problem::new(Code::InvalidUtf8, e.to_string())
+                .with("line", line)
+                .with("column", column)
+        }
+        CanonError::InvalidJson { line, column, .. } => {
+            Problem::new(Code::InvalidJson, e.to_string())
+                .with("line", line)
+                .with("column", column)
+        }
+        CanonError::DuplicateKey { pointer, key } => {
+            // The detail is written from the capped values, so it is bounded too.
+            let pointer = truncate(&pointer, POINTER_CHARS);
+            let key = truncate(&key, ECHO_CHARS);
+            let detail = CanonError::DuplicateKey {
+                pointer: pointer.clone(),
+                key: key.clone(),
+            }
+            .to_string();
+            Problem::new(Code::DuplicateKey, detail)
+                .with("pointer", pointer)
+                .with("key", key)
+        }
+        CanonError::TooDeep { limit } => {
+            Problem::new(Code::TooDeep, e.to_string()).with("limit", limit)
+        }
         CanonError::NumberPrecision {
             pointer,
             input,
             canonical,
-        } => Problem::new(Code::NumberPrecision, truncate(&detail, 300))
-            .with("pointer", pointer)
-            .with("input", truncate(&input, 64))
-            .with("canonical", canonical),
+        } => {
+            let pointer = truncate(&pointer, POINTER_CHARS);
+            let input = truncate(&input, ECHO_CHARS);
+            let detail = CanonError::NumberPrecision {
+                pointer: pointer.clone(),
+                input: input.clone(),
+                canonical: canonical.clone(),
+            }
+            .to_string();
+            let problem = Problem::new(Code::NumberPrecision, detail)
+                .with("pointer", pointer)
+                .with("input", input);
+            // Beyond the largest double there is no canonical form to show.
+            match canonical {
+                Some(c) => problem.with("canonical", c),
+                None => problem,
+            }
+        }
     }
 }
 
@@ -354,6 +391,68 @@ mod tests {
         assert_eq!(
             r.headers()[header::CONTENT_TYPE],
             "application/problem+json"
+        );
+    }
+
+    fn body_of(e: CanonError) -> Value {
+        serde_json::from_slice(&Problem::from(PipelineError::Canon(e)).body_bytes()).unwrap()
+    }
+
+    #[test]
+    fn number_precision_omits_canonical_when_there_is_none() {
+        let b = body_of(CanonError::NumberPrecision {
+            pointer: "/0".to_owned(),
+            input: "1e400".to_owned(),
+            canonical: None,
+        });
+        assert_eq!(b["input"], "1e400");
+        assert!(b.get("canonical").is_none(), "{b}");
+        let b = body_of(CanonError::NumberPrecision {
+            pointer: "/0".to_owned(),
+            input: "1e-400".to_owned(),
+            canonical: Some("0".to_owned()),
+        });
+        assert_eq!(b["canonical"], "0");
+    }
+
+    #[test]
+    fn echoed_keys_inputs_and_pointers_are_capped_and_marked() {
+        let long = "k".repeat(500_000);
+        let deep = format!("/{long}/a");
+        let b = body_of(CanonError::DuplicateKey {
+            pointer: deep.clone(),
+            key: long.clone(),
+        });
+        let key = format!("{}…", "k".repeat(ECHO_CHARS));
+        let pointer = format!("/{}…", "k".repeat(POINTER_CHARS - 1));
+        assert_eq!(b["key"], key.as_str());
+        assert_eq!(b["pointer"], pointer.as_str());
+        let detail = b["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&key) && detail.contains(&pointer),
+            "{detail}"
+        );
+        assert!(
+            detail.chars().count() < 500,
+            "{} chars",
+            detail.chars().count()
+        );
+        let b = body_of(CanonError::NumberPrecision {
+            pointer: deep,
+            input: "9".repeat(600_000),
+            canonical: Some("1e+600000".to_owned()),
+        });
+        assert_eq!(b["pointer"], pointer.as_str());
+        assert_eq!(b["input"], format!("{}…", "9".repeat(ECHO_CHARS)).as_str());
+        assert!(b["detail"].as_str().unwrap().chars().count() < 500);
+        // Short ones are echoed whole, unmarked.
+        let b = body_of(CanonError::DuplicateKey {
+            pointer: "/a".to_owned(),
+            key: "b".to_owned(),
+        });
+        assert_eq!(
+            (b["pointer"].as_str(), b["key"].as_str()),
+            (Some("/a"), Some("b"))
         );
     }
 }

@@ -33,6 +33,18 @@ lowercase = ["/order/customer/email"]
 
 [profiles.plain]
 encoding = "identity"
+
+[profiles.jcs]
+encoding = "identity"
+numbers = "jcs"
+
+[profiles.strict]
+encoding = "identity"
+numbers = "strict"
+
+[profiles.nfc]
+encoding = "identity"
+nfc = true
 "#;
 
 /// Defaults, plus a config file with profiles and the debug-panic hook (both inert
@@ -590,6 +602,29 @@ fn text_mode_trims_and_lowercases() {
 }
 
 #[test]
+fn text_mode_applies_the_profiles_nfc() {
+    let n = shared();
+    // "Cafe" + U+0301 COMBINING ACUTE ACCENT: NFC composes it to "café" (U+00E9).
+    let text = "  Cafe\u{301} AU LAIT\n";
+    for via in Via::BOTH {
+        let (s, _, b) = n.call(via, "POST", "/normalize?profile=nfc", &[TEXT], text);
+        assert_eq!(s, 200, "{b:?}");
+        assert_eq!(b, "caf\u{e9} au lait");
+        let (s, h, b) = n.call(via, "POST", "/norm?profile=nfc", &[TEXT], text);
+        assert_eq!(s, 200, "{b:?}");
+        assert_eq!(b, "caf\u{e9} au lait");
+        assert_eq!(
+            header(&h, "x-normd-digest"),
+            digest_of("caf\u{e9} au lait".as_bytes())
+        );
+        // Without `nfc` the text keeps its decomposed form.
+        let (s, _, b) = n.call(via, "POST", "/normalize", &[TEXT], text);
+        assert_eq!(s, 200, "{b:?}");
+        assert_eq!(b, "cafe\u{301} au lait");
+    }
+}
+
+#[test]
 fn profiles_are_selected_and_query_parameters_override_them() {
     let n = shared();
     let doc = fixture("order_1k.json");
@@ -949,6 +984,57 @@ fn duplicate_key_names_the_object() {
 }
 
 #[test]
+fn duplicate_key_echoes_long_names_and_pointers_capped() {
+    let n = shared();
+    let long = "k".repeat(300_000);
+    let capped_key = format!("{}…", "k".repeat(64));
+    let capped_pointer = format!("/{}…", "k".repeat(255));
+    for via in Via::BOTH {
+        // A 300 KB name twice: the problem used to echo it in `key` and in `detail`.
+        let reply = n.call(
+            via,
+            "POST",
+            "/norm",
+            &[JSON],
+            format!(r#"{{"{long}":1,"{long}":2}}"#),
+        );
+        assert!(reply.2.len() < 2048, "problem of {} bytes", reply.2.len());
+        let p = assert_problem(&reply, 400, "duplicate_key");
+        assert_eq!(p["key"], capped_key.as_str());
+        assert_eq!(p["pointer"], "");
+        // The same name on the path: the pointer is capped the same way.
+        let reply = n.call(
+            via,
+            "POST",
+            "/norm",
+            &[JSON],
+            format!(r#"{{"{long}":{{"a":1,"a":2}}}}"#),
+        );
+        assert!(reply.2.len() < 2048, "problem of {} bytes", reply.2.len());
+        let p = assert_problem(&reply, 400, "duplicate_key");
+        assert_eq!(p["key"], "a");
+        assert_eq!(p["pointer"], capped_pointer.as_str());
+        assert!(
+            p["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(&capped_pointer)),
+            "{p:#}"
+        );
+        // And for a number that loses precision under such a name.
+        let reply = n.call(
+            via,
+            "POST",
+            "/norm",
+            &[JSON],
+            format!(r#"{{"{long}":1e400}}"#),
+        );
+        assert!(reply.2.len() < 2048, "problem of {} bytes", reply.2.len());
+        let p = assert_problem(&reply, 422, "number_precision");
+        assert_eq!(p["pointer"], capped_pointer.as_str());
+    }
+}
+
+#[test]
 fn too_deep_is_refused_without_overflowing() {
     let n = shared();
     let nest = |d: usize| format!("{}{}", "[".repeat(d), "]".repeat(d));
@@ -988,7 +1074,10 @@ fn unknown_profile_schema_and_encoding_list_the_known_names() {
             400,
             "unknown_profile",
         );
-        assert_eq!(p["known"], json!(["orders", "plain"]));
+        assert_eq!(
+            p["known"],
+            json!(["jcs", "nfc", "orders", "plain", "strict"])
+        );
         let p = assert_problem(
             &n.call(via, "POST", "/validate?schema=order.v9", &[JSON], KNOWN),
             400,
@@ -1227,6 +1316,57 @@ fn decompression_bombs_are_decoded_too_large_and_memory_stays_flat() {
 }
 
 #[test]
+fn a_body_decoding_to_exactly_the_cap_comes_back_byte_exact() {
+    // Decoding keeps 1 MiB, then only counts; a body that ends within the cap is decoded
+    // again into an exact-size buffer. This one takes that second pass in every codec.
+    let n = shared();
+    let limit = 8 << 20;
+    let order = fixture("order_4k.json");
+    let mut data = Vec::with_capacity(limit + order.len());
+    for i in 0.. {
+        if data.len() >= limit {
+            break;
+        }
+        data.extend_from_slice(format!("{i} ").as_bytes());
+        data.extend_from_slice(&order);
+    }
+    data.truncate(limit);
+    let bodies = [
+        ("gzip", gzip(&data)),
+        ("br", brotli(&data)),
+        ("zstd", zstd::encode_all(&data[..], 1).expect("zstd")),
+    ];
+    for (ce, body) in bodies {
+        assert!(body.len() < 1 << 20, "{ce} fits the body limit");
+        let (s, _, b) = n.tcp(
+            "POST",
+            "/compress?encoding=identity",
+            &[("content-encoding", ce), ("x-deadline-ms", "10000")],
+            body,
+        );
+        assert_eq!(
+            s,
+            200,
+            "{ce}: {:?}",
+            String::from_utf8_lossy(&b[..b.len().min(300)])
+        );
+        assert!(
+            b == data,
+            "{ce}: the decoded body differs from what was sent"
+        );
+    }
+    data.push(b'x');
+    let reply = n.tcp(
+        "POST",
+        "/compress?encoding=identity",
+        &[("content-encoding", "gzip"), ("x-deadline-ms", "10000")],
+        gzip(&data),
+    );
+    let p = assert_problem(&reply, 413, "decoded_too_large");
+    assert_eq!(p["limit"], limit);
+}
+
+#[test]
 fn the_handmade_gzip_bomb_is_valid_gzip() {
     let len = 1 + 258 * 40;
     assert_eq!(gunzip(&gzip_zeros(len)), vec![0u8; len]);
@@ -1354,6 +1494,8 @@ fn number_precision_names_the_pointer() {
             "number_precision",
         );
         assert_eq!(p["pointer"], "/0");
+        // No canonical form exists: the member is left out, not sent empty.
+        assert!(p.get("canonical").is_none(), "{p:#}");
         // Same value, other spelling: passes.
         for (input, canonical) in [
             (r#"{"x":1E30}"#, r#"{"x":1e+30}"#),
@@ -1364,6 +1506,65 @@ fn number_precision_names_the_pointer() {
             let (s, _, b) = n.call(via, "POST", "/norm?encoding=identity", &[JSON], input);
             assert_eq!(s, 200, "{input}: {b:?}");
             assert_eq!(b, canonical, "{input}");
+        }
+    }
+}
+
+#[test]
+fn underflow_to_zero_is_out_of_range_except_under_jcs() {
+    let n = shared();
+    for via in Via::BOTH {
+        for profile in ["", "?profile=strict"] {
+            let p = assert_problem(
+                &n.call(
+                    via,
+                    "POST",
+                    &format!("/normalize{profile}"),
+                    &[JSON],
+                    r#"{"x":[1e-400]}"#,
+                ),
+                422,
+                "number_precision",
+            );
+            assert_eq!(p["pointer"], "/x/0", "{profile}");
+            assert_eq!(p["input"], "1e-400", "{profile}");
+            assert_eq!(p["canonical"], "0", "{profile}");
+        }
+        // Pure RFC 8785 rounds it to 0.
+        let (s, _, b) = n.call(
+            via,
+            "POST",
+            "/norm?profile=jcs",
+            &[JSON],
+            "[1e-400,-2e-324]",
+        );
+        assert_eq!((s.as_u16(), &b[..]), (200, &b"[0,0]"[..]));
+        // Beyond the largest double: refused under every policy, with no canonical.
+        for profile in ["", "?profile=strict", "?profile=jcs"] {
+            let p = assert_problem(
+                &n.call(
+                    via,
+                    "POST",
+                    &format!("/normalize{profile}"),
+                    &[JSON],
+                    "[-1e400]",
+                ),
+                422,
+                "number_precision",
+            );
+            assert!(p.get("canonical").is_none(), "{profile}: {p:#}");
+        }
+        // Literals that are zero stay 0 everywhere.
+        for profile in ["?encoding=identity", "?profile=strict", "?profile=jcs"] {
+            let (s, _, b) = n.call(
+                via,
+                "POST",
+                &format!("/norm{profile}"),
+                &[JSON],
+                "[0,-0,0e-400,0.000,-0.0E+400]",
+            );
+            assert_eq!(s, 200, "{profile}: {b:?}");
+            assert_eq!(b, "[0,0,0,0,0]", "{profile}");
         }
     }
 }
@@ -1493,7 +1694,8 @@ fn check_accepts_the_repo_config() {
         Duration::from_secs(20),
     );
     assert!(status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("profiles: 2"), "{stdout}");
+    let profiles = format!("profiles: {}", PROFILES.matches("[profiles.").count());
+    assert!(stdout.contains(&profiles), "{stdout}");
     assert!(stdout.contains("ok"), "{stdout}");
 }
 

@@ -29,13 +29,14 @@ pub enum NumberPolicy {
     /// Reject numbers whose decimal value is an integer beyond ±2^53 when
     /// their canonical form denotes a different value (ids or amounts sent
     /// as big integers); accept rounding of fractions, which clients expect
-    /// from any double-based JSON stack anyway.
+    /// from any double-based JSON stack anyway. A nonzero number that rounds
+    /// to zero (`1e-400`) is out of range, refused here and under `Strict`.
     #[default]
     Safe,
     /// Pure RFC 8785: round every number to the nearest double silently.
     Jcs,
     /// Reject any number whose canonical form denotes a different decimal
-    /// value than the input (including underflow to zero).
+    /// value than the input.
     Strict,
 }
 
@@ -77,20 +78,25 @@ pub enum CanonError {
     TooDeep { limit: usize },
     #[error(
         "number {input} at JSON pointer {pointer:?} cannot be canonicalized without changing its value ({})",
-        describe_canonical(.canonical)
+        describe_canonical(.canonical.as_deref())
     )]
     NumberPrecision {
         pointer: String,
         input: String,
-        canonical: String,
+        /// What RFC 8785 would write instead; `None` when there is nothing it
+        /// could write (beyond the largest double).
+        canonical: Option<String>,
     },
 }
 
-fn describe_canonical(canonical: &str) -> String {
-    if canonical.is_empty() {
-        "it is outside the range of an IEEE 754 double".to_owned()
-    } else {
-        format!("RFC 8785 would write it as {canonical}")
+fn describe_canonical(canonical: Option<&str>) -> String {
+    match canonical {
+        None => "it is outside the range of an IEEE 754 double".to_owned(),
+        // Only a nonzero input is ever refused with a canonical 0: it underflowed.
+        Some("0") => {
+            "it is too small for an IEEE 754 double: RFC 8785 would write it as 0".to_owned()
+        }
+        Some(c) => format!("RFC 8785 would write it as {c}"),
     }
 }
 
@@ -245,7 +251,7 @@ enum Fail {
     /// The offending number is the value being parsed in the innermost frame.
     Precision {
         input: String,
-        canonical: String,
+        canonical: Option<String>,
     },
 }
 
@@ -722,7 +728,16 @@ impl Parser<'_> {
         if !f.is_finite() {
             return Err(Fail::Precision {
                 input: text.to_owned(),
-                canonical: String::new(),
+                canonical: None,
+            });
+        }
+        // A nonzero literal that rounds to 0 (`1e-400`) is out of range, like
+        // `1e400` is: only pure JCS rounds it silently. Literals that are zero
+        // (`0e-400`, `0.000`) have no nonzero mantissa digit and pass.
+        if f == 0.0 && self.opts.numbers != NumberPolicy::Jcs && has_nonzero_mantissa(text) {
+            return Err(Fail::Precision {
+                input: text.to_owned(),
+                canonical: Some("0".to_owned()),
             });
         }
         let check = match self.opts.numbers {
@@ -742,12 +757,20 @@ impl Parser<'_> {
             if Decimal::new(text) != Decimal::new(&canonical) {
                 return Err(Fail::Precision {
                     input: text.to_owned(),
-                    canonical,
+                    canonical: Some(canonical),
                 });
             }
         }
         Number::from_f64(f).ok_or_else(|| syntax(start, "number is not finite"))
     }
+}
+
+/// Whether a number literal's mantissa (what precedes any exponent) has a
+/// digit other than 0, i.e. whether it denotes a value other than zero.
+fn has_nonzero_mantissa(text: &str) -> bool {
+    text.bytes()
+        .take_while(|b| !matches!(b, b'e' | b'E'))
+        .any(|b| matches!(b, b'1'..=b'9'))
 }
 
 /// `str::parse::<f64>` stops accumulating explicit exponents beyond about
@@ -1072,7 +1095,7 @@ mod tests {
         }
     }
 
-    fn precision(input: &str, policy: NumberPolicy) -> Option<(String, String)> {
+    fn precision(input: &str, policy: NumberPolicy) -> Option<(String, Option<String>)> {
         match parse(input.as_bytes(), &opts(policy)) {
             Ok(_) => None,
             Err(CanonError::NumberPrecision {
@@ -1599,15 +1622,15 @@ mod tests {
     fn number_precision_pointers() {
         assert_eq!(
             precision(r#"{"a":[1,{"b":9007199254740993}]}"#, NumberPolicy::Safe),
-            Some(("/a/1/b".to_owned(), "9007199254740992".to_owned()))
+            Some(("/a/1/b".to_owned(), Some("9007199254740992".to_owned())))
         );
         assert_eq!(
             precision("9007199254740993", NumberPolicy::Safe),
-            Some((String::new(), "9007199254740992".to_owned()))
+            Some((String::new(), Some("9007199254740992".to_owned())))
         );
         assert_eq!(
             precision(r#"{"x/y":{"~":[0,0,1e400]}}"#, NumberPolicy::Jcs),
-            Some(("/x~1y/~0/2".to_owned(), String::new()))
+            Some(("/x~1y/~0/2".to_owned(), None))
         );
         let err = parse(b"[1e400]", &ParseOptions::default()).unwrap_err();
         assert_eq!(
@@ -1615,7 +1638,7 @@ mod tests {
             CanonError::NumberPrecision {
                 pointer: "/0".to_owned(),
                 input: "1e400".to_owned(),
-                canonical: String::new()
+                canonical: None
             }
         );
         assert_eq!(
@@ -1666,10 +1689,17 @@ mod tests {
             ("0.30000000000000000001", false, false, true),
             ("0.1", false, false, false),
             ("333333333.33333329", false, false, true),
-            ("1e-400", false, false, true),
-            ("-1e-400", false, false, true),
+            // Underflow to zero is out of range except under pure JCS.
+            ("1e-400", true, false, true),
+            ("-1e-400", true, false, true),
+            ("0e-400", false, false, false),
+            ("-0e-400", false, false, false),
+            ("0.000", false, false, false),
+            ("0.000e-999", false, false, false),
             ("5e-324", false, false, false),
-            ("2e-324", false, false, true),
+            ("2e-324", true, false, true),
+            // Rounds to the smallest subnormal, not to zero: a fraction's rounding.
+            ("3e-324", false, false, true),
             ("1e400", true, true, true),
             ("-1e400", true, true, true),
             ("1.7976931348623157e308", false, false, false),
@@ -1686,11 +1716,11 @@ mod tests {
         }
         assert_eq!(
             precision("0.30000000000000000001", Strict),
-            Some((String::new(), "0.3".to_owned()))
+            Some((String::new(), Some("0.3".to_owned())))
         );
         assert_eq!(
             precision("[1e-400]", Strict),
-            Some(("/0".to_owned(), "0".to_owned()))
+            Some(("/0".to_owned(), Some("0".to_owned())))
         );
         // Values that pass are stored as the rounded double.
         assert_eq!(jcs("1e-400").unwrap().as_f64(), Some(0.0));
@@ -1698,6 +1728,40 @@ mod tests {
             canon_str(&parse(b"0.30000000000000000001", &ParseOptions::default()).unwrap()),
             "0.3"
         );
+    }
+
+    #[test]
+    fn underflow_to_zero_is_out_of_range_except_under_jcs() {
+        use NumberPolicy::{Safe, Strict};
+        let long = format!("0.{}1", "0".repeat(400));
+        for input in [
+            "1e-400",
+            "-1e-400",
+            "2e-324",
+            "1e-1000000",
+            "[1e-400]",
+            &long,
+        ] {
+            for policy in [Safe, Strict] {
+                let (_, canonical) = precision(input, policy)
+                    .unwrap_or_else(|| panic!("{input} under {policy:?} passed"));
+                assert_eq!(canonical.as_deref(), Some("0"), "{input} under {policy:?}");
+            }
+            let value = jcs(input).unwrap();
+            assert_eq!(canon_str(&value).trim_matches(['[', ']']), "0", "{input}");
+        }
+        let err = parse(b"[1e-400]", &ParseOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"number 1e-400 at JSON pointer "/0" cannot be canonicalized without changing its value (it is too small for an IEEE 754 double: RFC 8785 would write it as 0)"#
+        );
+        // Literals that are zero are zero under every policy, whatever their exponent.
+        for input in ["0", "-0", "0e-400", "-0.0e-400", "0.000", "0E+400"] {
+            for policy in POLICIES {
+                let value = parse(input.as_bytes(), &opts(policy)).unwrap();
+                assert_eq!(canon_str(&value), "0", "{input} under {policy:?}");
+            }
+        }
     }
 
     #[test]
@@ -1741,18 +1805,18 @@ mod tests {
         }
         assert_eq!(
             precision("1e1000000", NumberPolicy::Jcs),
-            Some((String::new(), String::new()))
+            Some((String::new(), None))
         );
         assert_eq!(
             precision("-1e+0001000000", NumberPolicy::Jcs),
-            Some((String::new(), String::new()))
+            Some((String::new(), None))
         );
         assert_eq!(jcs("1e-1000000").unwrap().as_f64(), Some(0.0));
         assert_eq!(jcs("0e1000000").unwrap().as_f64(), Some(0.0));
         assert_eq!(jcs("1.5e0000000000001").unwrap().as_f64(), Some(15.0));
         assert_eq!(
             precision("1e-1000000", NumberPolicy::Strict),
-            Some((String::new(), "0".to_owned()))
+            Some((String::new(), Some("0".to_owned())))
         );
     }
 

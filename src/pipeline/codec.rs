@@ -2,9 +2,10 @@
 //!
 //! Owns: the four output encodings (gzip, br, zstd, identity) with their levels, and
 //! request `Content-Encoding` decoding under a hard output cap.
-//! Never: allocates more than the cap while decoding (a decompression bomb must not move
-//! the sidecar's memory), and never compresses in one uninterruptible call: work is fed
-//! in chunks and the caller's [`Stop`] is asked between them, so abandoned work stops.
+//! Never: holds more than [`DECODE_KEEP`] decoded bytes for a body that turns out over
+//! the cap (a decompression bomb must not move the sidecar's memory; see [`decode`]),
+//! and never compresses in one uninterruptible call: work is fed in chunks and the
+//! caller's [`Stop`] is asked between them, so abandoned work stops.
 //!
 //! Compressor state is kept per worker thread and reset between payloads. Measured on the
 //! shared 1–4 KB workload, building a fresh deflate or zstd context costs as much as the
@@ -298,66 +299,159 @@ impl ContentEncoding {
     }
 }
 
-/// Decodes `body` into at most `limit` bytes. Reading stops one byte past the limit, so
-/// a bomb costs at most `limit` bytes of memory, never its claimed size.
+/// Decoded bytes the first pass of [`decode`] keeps before it stops keeping them.
+///
+/// 1 MiB, a fixed amount rather than a multiple of the wire size: the promise is about
+/// what a bomb can make normd hold, and a ratio bound would let a 1 MiB body (the default
+/// `--max-body-bytes`) hold the whole decoded cap again. 1 MiB is what an uncompressed
+/// body at that default already costs, and normd's payloads are a few KB, so a real body
+/// almost never decodes past it and pays for one pass only. What it does not bound is
+/// the codec's own history window, which the frame chooses (gzip 32 KiB; br and zstd up
+/// to several MiB, capped for zstd near `limit` by `window_log_max`).
+const DECODE_KEEP: usize = 1 << 20;
+
+/// Decoded bytes are pulled from the decoder in slices of this size; the stop check
+/// runs between them, and past [`DECODE_KEEP`] this is all the decoded memory held.
+const DECODE_SLICE: usize = 16 * 1024;
+
+/// Decodes `body`, refusing with [`DecodeError::TooLarge`] once it decodes to more than
+/// `limit` bytes.
+///
+/// A body whose decoded size is unknown until the end cannot be sized up front, and
+/// growing a buffer towards `limit` is exactly what lets a bomb move memory. So the
+/// first pass keeps decoded bytes only up to [`DECODE_KEEP`]; past it, the buffer is
+/// freed and decoding goes on into one small slice, only counting. Over `limit` → 413
+/// with no more than `DECODE_KEEP` ever held; under it → a second pass decodes again
+/// into a buffer of the exact size now known. The trade: bodies that decode to between
+/// 1 MiB and `limit` cost their decompression twice in CPU, in exchange for a bomb
+/// costing at most 1 MiB (+ the decoder's own window) instead of `limit`.
 pub fn decode(
     encoding: ContentEncoding,
     body: &[u8],
     limit: usize,
     stop: &dyn Stop,
 ) -> Result<Vec<u8>, DecodeError> {
-    match encoding {
-        ContentEncoding::Identity => {
-            if body.len() > limit {
-                return Err(DecodeError::TooLarge { limit });
-            }
-            Ok(body.to_vec())
+    decode_keeping(encoding, body, limit, DECODE_KEEP, stop, &mut 0)
+}
+
+/// [`decode`] with its keep threshold as a parameter; `peak` records the most decoded
+/// bytes (buffer capacities) held at once, which is what the tests hold to the bound.
+fn decode_keeping(
+    encoding: ContentEncoding,
+    body: &[u8],
+    limit: usize,
+    keep: usize,
+    stop: &dyn Stop,
+    peak: &mut usize,
+) -> Result<Vec<u8>, DecodeError> {
+    if encoding == ContentEncoding::Identity {
+        if body.len() > limit {
+            return Err(DecodeError::TooLarge { limit });
         }
-        ContentEncoding::Gzip => read_capped(
-            flate2::read::MultiGzDecoder::new(body),
+        return Ok(body.to_vec());
+    }
+    let keep = keep.min(limit);
+    let mut reader = decoder(encoding, body, limit)?;
+    let mut slice = vec![0u8; DECODE_SLICE];
+    // `None` once the output passed `keep`: from there on only `total` is kept.
+    let mut kept = Some(Vec::with_capacity(keep.min(64 * 1024)));
+    let mut total = 0usize;
+    loop {
+        let n = read_slice(&mut reader, &mut slice, encoding, limit, stop)?;
+        if n == 0 {
+            break;
+        }
+        total = total.saturating_add(n);
+        if total > limit {
+            return Err(DecodeError::TooLarge { limit });
+        }
+        if let Some(out) = kept.as_mut() {
+            if total <= keep {
+                if out.capacity() < total {
+                    // Double, but never past `keep`: Vec's own growth could overshoot it.
+                    let target = (out.capacity() * 2).max(total).min(keep);
+                    out.reserve_exact(target - out.len());
+                }
+                out.extend_from_slice(slice.get(..n).unwrap_or_default());
+            } else {
+                kept = None;
+            }
+        }
+        *peak = (*peak).max(slice.len() + kept.as_ref().map_or(0, Vec::capacity));
+    }
+    if let Some(out) = kept {
+        return Ok(out);
+    }
+    // Second pass: the size is known and within the cap; decode straight into place.
+    drop(slice);
+    let mut out = vec![0u8; total];
+    *peak = (*peak).max(out.capacity());
+    let mut reader = decoder(encoding, body, limit)?;
+    let mut filled = 0;
+    while filled < total {
+        let end = (filled + DECODE_SLICE).min(total);
+        let n = read_slice(
+            &mut reader,
+            out.get_mut(filled..end).unwrap_or_default(),
             encoding,
             limit,
             stop,
-        ),
-        ContentEncoding::Br => {
-            read_capped(brotli::Decompressor::new(body, 4096), encoding, limit, stop)
+        )?;
+        if n == 0 {
+            break;
         }
+        filled += n;
+    }
+    let trailing = read_slice(&mut reader, &mut [0u8; 1], encoding, limit, stop)?;
+    if filled != total || trailing != 0 {
+        // Decoding is deterministic; a body that decodes differently twice is not one.
+        return Err(DecodeError::Corrupt {
+            encoding: encoding.name(),
+            reason: "decoded to a different length on the second pass".to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+fn decoder<'a>(
+    encoding: ContentEncoding,
+    body: &'a [u8],
+    limit: usize,
+) -> Result<Box<dyn Read + 'a>, DecodeError> {
+    Ok(match encoding {
+        ContentEncoding::Identity => Box::new(body),
+        ContentEncoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        ContentEncoding::Br => Box::new(brotli::Decompressor::new(body, 4096)),
         ContentEncoding::Zstd => {
-            let mut decoder =
-                zstd::stream::read::Decoder::new(body).map_err(|e| DecodeError::Corrupt {
-                    encoding: encoding.name(),
-                    reason: e.to_string(),
-                })?;
+            let corrupt = |e: std::io::Error| DecodeError::Corrupt {
+                encoding: encoding.name(),
+                reason: e.to_string(),
+            };
+            let mut decoder = zstd::stream::read::Decoder::new(body).map_err(corrupt)?;
             // A zstd frame may ask for a window of up to 2 GiB; cap it near our output cap
             // so the decoder's own allocation is bounded too.
             let max_window = (window_log(limit).clamp(10, 27)) + 1;
-            decoder
-                .window_log_max(max_window)
-                .map_err(|e| DecodeError::Corrupt {
-                    encoding: encoding.name(),
-                    reason: e.to_string(),
-                })?;
-            read_capped(decoder, encoding, limit, stop)
+            decoder.window_log_max(max_window).map_err(corrupt)?;
+            Box::new(decoder)
         }
-    }
+    })
 }
 
-fn read_capped(
-    mut reader: impl Read,
+/// One read of decoded bytes into `buf`, after asking `stop`; 0 at the end of the stream.
+fn read_slice(
+    reader: &mut dyn Read,
+    buf: &mut [u8],
     encoding: ContentEncoding,
     limit: usize,
     stop: &dyn Stop,
-) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::with_capacity(limit.min(64 * 1024));
-    let mut buf = vec![0u8; 16 * 1024];
+) -> Result<usize, DecodeError> {
     loop {
         if stop.should_stop() {
             // The caller answers with its own deadline error; what we return is unused.
             return Err(DecodeError::TooLarge { limit });
         }
-        let n = match reader.read(&mut buf) {
-            Ok(0) => return Ok(out),
-            Ok(n) => n,
+        match reader.read(buf) {
+            Ok(n) => return Ok(n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(DecodeError::Corrupt {
@@ -365,11 +459,7 @@ fn read_capped(
                     reason: e.to_string(),
                 })
             }
-        };
-        if out.len() + n > limit {
-            return Err(DecodeError::TooLarge { limit });
         }
-        out.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -449,6 +539,109 @@ mod tests {
             decode(ContentEncoding::Zstd, &zb, 1 << 20, &NeverStop),
             Err(DecodeError::TooLarge { .. })
         ));
+    }
+
+    fn zeros_bomb(ce: ContentEncoding, len: usize) -> Vec<u8> {
+        let enc = match ce {
+            ContentEncoding::Gzip => Encoding::Gzip,
+            ContentEncoding::Br => Encoding::Br,
+            ContentEncoding::Zstd => Encoding::Zstd,
+            ContentEncoding::Identity => Encoding::Identity,
+        };
+        compress(enc, enc.default_level(), &vec![0u8; len], &NeverStop).expect("compress")
+    }
+
+    const CODECS: [ContentEncoding; 3] = [
+        ContentEncoding::Gzip,
+        ContentEncoding::Br,
+        ContentEncoding::Zstd,
+    ];
+
+    #[test]
+    fn a_bomb_never_holds_more_than_the_keep_threshold() {
+        let limit = 8 << 20;
+        for ce in CODECS {
+            let bomb = zeros_bomb(ce, limit + (1 << 20));
+            assert!(bomb.len() < 1 << 20, "{ce:?}: {} bytes", bomb.len());
+            let mut peak = 0;
+            let err =
+                decode_keeping(ce, &bomb, limit, DECODE_KEEP, &NeverStop, &mut peak).unwrap_err();
+            assert_eq!(err, DecodeError::TooLarge { limit }, "{ce:?}");
+            // Before: the output buffer grew by doubling to the whole cap (8 MiB).
+            assert!(peak <= DECODE_KEEP + DECODE_SLICE, "{ce:?}: peak {peak}");
+            // A smaller threshold is honoured just as exactly.
+            let mut peak = 0;
+            let keep = 100_000;
+            let err = decode_keeping(ce, &bomb, limit, keep, &NeverStop, &mut peak).unwrap_err();
+            assert_eq!(err, DecodeError::TooLarge { limit }, "{ce:?}");
+            assert!(peak <= keep + DECODE_SLICE, "{ce:?}: peak {peak}");
+        }
+    }
+
+    #[test]
+    fn a_body_just_under_the_cap_decodes_byte_exactly_in_two_passes() {
+        let limit = 8 << 20;
+        // Text that compresses, but not to nothing, so every codec does real work.
+        let mut data = Vec::with_capacity(limit);
+        let mut x: u32 = 1;
+        while data.len() < limit {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            data.extend_from_slice(
+                format!("{{\"n\":{},\"k\":\"v{}\"}},", x >> 16, x % 97).as_bytes(),
+            );
+        }
+        data.truncate(limit);
+        for ce in CODECS {
+            let enc = match ce {
+                ContentEncoding::Gzip => Encoding::Gzip,
+                ContentEncoding::Br => Encoding::Br,
+                _ => Encoding::Zstd,
+            };
+            for len in [limit - 1, limit] {
+                let body = compress(enc, 1, &data[..len], &NeverStop).expect("compress");
+                let mut peak = 0;
+                let out = decode_keeping(ce, &body, limit, DECODE_KEEP, &NeverStop, &mut peak)
+                    .expect("decode");
+                assert!(out == data[..len], "{ce:?} {len}: not byte-exact");
+                assert_eq!(out.capacity(), len, "{ce:?}: the second pass sizes exactly");
+                assert_eq!(peak, len, "{ce:?}");
+            }
+            let over = compress(enc, 1, &[&data[..], b"x"].concat(), &NeverStop).expect("compress");
+            assert_eq!(
+                decode(ce, &over, limit, &NeverStop),
+                Err(DecodeError::TooLarge { limit }),
+                "{ce:?}"
+            );
+        }
+    }
+
+    /// Says stop after `n` questions.
+    struct StopAfter(std::cell::Cell<usize>);
+    impl Stop for StopAfter {
+        fn should_stop(&self) -> bool {
+            let left = self.0.get();
+            self.0.set(left.saturating_sub(1));
+            left == 0
+        }
+    }
+
+    #[test]
+    fn decoding_stops_when_asked_in_either_pass() {
+        let data = sample(3 << 20);
+        let body = compress(Encoding::Gzip, 1, &data, &NeverStop).expect("compress");
+        let slices = data.len() / DECODE_SLICE;
+        // In the first pass, and in the second (after all first-pass questions).
+        for n in [3, slices + 10] {
+            let stop = StopAfter(std::cell::Cell::new(n));
+            assert!(
+                decode(ContentEncoding::Gzip, &body, 8 << 20, &stop).is_err(),
+                "{n}"
+            );
+        }
+        assert_eq!(
+            decode(ContentEncoding::Gzip, &body, 8 << 20, &NeverStop).as_deref(),
+            Ok(&data[..])
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Profile rules applied to a parsed document before validation: trim, Unicode NFC,
-//! lowercase at JSON pointers, drop null members; and text mode's trim + lowercase.
+//! lowercase at JSON pointers, drop null members; and text mode's trim, NFC, lowercase.
 //!
 //! Owns: the meaning of each rule. Never: touches member *names* (renaming keys could
 //! create duplicates after the I-JSON check), never reorders anything (the serializer
@@ -145,10 +145,11 @@ fn lowercase_at(value: &mut Value, segments: &[String]) {
     }
 }
 
-/// Text-mode rules: the seed's original job.
+/// Text-mode rules: the seed's original job, plus the profile's `nfc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextRules {
     pub trim: bool,
+    pub nfc: bool,
     pub lowercase: bool,
 }
 
@@ -156,15 +157,26 @@ impl Default for TextRules {
     fn default() -> Self {
         Self {
             trim: true,
+            nfc: false,
             lowercase: true,
         }
     }
 }
 
 /// Normalizes a text body. `Err(offset)` when it is not UTF-8.
+///
+/// In the order a JSON string value gets them: trim, NFC, then lowercase (which may
+/// need the composed form: lowercasing is per character).
 pub fn text(input: &[u8], rules: TextRules) -> Result<Vec<u8>, usize> {
     let s = std::str::from_utf8(input).map_err(|e| e.valid_up_to())?;
     let s = if rules.trim { s.trim() } else { s };
+    let composed: String;
+    let s = if rules.nfc && is_nfc_quick(s.chars()) != IsNormalized::Yes {
+        composed = s.nfc().collect();
+        composed.as_str()
+    } else {
+        s
+    };
     Ok(if rules.lowercase {
         s.to_lowercase().into_bytes()
     } else {
@@ -253,9 +265,40 @@ mod tests {
         );
         let keep = TextRules {
             trim: false,
+            nfc: false,
             lowercase: false,
         };
         assert_eq!(text(b" Hi ", keep).unwrap(), b" Hi ");
         assert_eq!(text(b"ok\xff", TextRules::default()), Err(2));
+    }
+
+    #[test]
+    fn text_mode_applies_nfc_when_asked_like_json_strings() {
+        let input = " Cafe\u{301} \u{212B}NGSTR\u{00D6}M ".as_bytes();
+        // Off by default: the decomposed e + U+0301 stays.
+        assert_eq!(
+            text(input, TextRules::default()).unwrap(),
+            "cafe\u{301} \u{212B}ngstr\u{f6}m".to_lowercase().as_bytes()
+        );
+        let nfc = TextRules {
+            nfc: true,
+            ..TextRules::default()
+        };
+        // U+212B ANGSTROM SIGN is NFC-normalized to U+00C5, then lowercased to U+00E5.
+        let out = text(input, nfc).unwrap();
+        assert_eq!(out, "caf\u{e9} \u{e5}ngstr\u{f6}m".as_bytes());
+        // The same string as a JSON value under trim + nfc + lowercase gets the same.
+        let mut v = Value::String(" Cafe\u{301} \u{212B}NGSTR\u{00D6}M ".to_owned());
+        apply(&mut v, &rules(true, true, &[""], false));
+        assert_eq!(v.as_str().map(str::as_bytes), Some(&out[..]));
+        let only_nfc = TextRules {
+            trim: false,
+            nfc: true,
+            lowercase: false,
+        };
+        assert_eq!(
+            text("Cafe\u{301}".as_bytes(), only_nfc).unwrap(),
+            "Caf\u{e9}".as_bytes()
+        );
     }
 }
