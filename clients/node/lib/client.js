@@ -703,6 +703,17 @@ function buildNormRequest(body, opts, defaults, defaultDeadlineMs, defaultPath) 
     ? { ...opts.headers, 'content-type': 'application/json', 'content-length': String(payload.length), 'x-deadline-ms': String(deadlineMs) }
     : { 'content-type': 'application/json', 'content-length': String(payload.length), 'x-deadline-ms': String(deadlineMs) };
   if (opts.requestId) headers['x-request-id'] = opts.requestId;
+  // Checked here, not left to http.request: a bad name or value (CR/LF, non-Latin-1)
+  // is the caller's bug and must throw before the breaker, not count as a connection
+  // failure against normd.
+  for (const [name, value] of Object.entries(headers)) {
+    try {
+      http.validateHeaderName(name);
+      http.validateHeaderValue(name, value);
+    } catch (err) {
+      throw new TypeError(`header ${JSON.stringify(name)}: ${err.message}`);
+    }
+  }
   return { path, headers, payload, deadlineMs };
 }
 

@@ -352,6 +352,9 @@ test('breaker: a bad argument never wedges the half-open probe slot', async (t) 
   const circular = {}; circular.self = circular;
   await assert.rejects(client.norm(circular, { key: 'k' }), TypeError);
   await assert.rejects(client.norm(ORDER, { key: 'k', deadlineMs: -1 }), TypeError);
+  // A header http.request would refuse is the caller's bug too.
+  await assert.rejects(client.norm(ORDER, { key: 'k', requestId: 'a\r\nb' }), TypeError);
+  await assert.rejects(client.norm(ORDER, { key: 'k', headers: { 'bad name': 'x' } }), TypeError);
   fake.normHandler = ok;
   assert.equal((await client.norm(ORDER, { key: 'k' })).path, 'normd');
 });

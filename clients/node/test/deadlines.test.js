@@ -236,11 +236,14 @@ test('an answered call leaves nothing queued, and the timer does not keep the pr
   assert.equal(out.trim(), 'normd true', 'it exited with the deadline timer still armed');
 });
 
-test('a header http.request refuses: connection fallback, nothing left queued', async (t) => {
+test('a header http.request would refuse: a TypeError before anything is sent or queued', async (t) => {
   const { client, held, fallbacks } = await holdingSetup(t);
-  const r = await client.norm(ORDER, { key: 'k', deadlineMs: 60000, headers: { traceparent: 'bad\nvalue' } });
-  assert.equal(r.reason, 'connection');
-  assert.equal(fallbacks[0].error.code, 'ERR_INVALID_CHAR');
+  await assert.rejects(
+    client.norm(ORDER, { key: 'k', deadlineMs: 60000, headers: { traceparent: 'bad\nvalue' } }),
+    (err) => err instanceof TypeError && /traceparent/.test(err.message),
+  );
+  assert.equal(fallbacks.length, 0, "the caller's bug is not a normd failure");
+  assert.equal(client.stats().breaker.state, 'closed');
   assert.equal(held.length, 0);
   assert.equal(client._deadlines.size, 0, 'no deadline queued for a request that was never made');
 });
