@@ -413,13 +413,19 @@ fn refuse_connection(stream: Stream, listener_name: &'static str, limit: &Limit)
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let detail = detail.clone();
                 async move {
-                    let _ = tokio::time::timeout(
-                        REFUSAL_READ_TIMEOUT,
-                        http_body_util::BodyExt::collect(http_body_util::Limited::new(
-                            req.into_body(),
-                            REFUSED_BODY_LIMIT,
-                        )),
-                    )
+                    // Read and drop, frame by frame: up to 32 refusals at once must not
+                    // buffer up to 32 bodies.
+                    let mut body = req.into_body();
+                    let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT, async {
+                        let mut seen = 0usize;
+                        while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await
+                        {
+                            seen += frame.data_ref().map_or(0, |d| d.len());
+                            if seen > REFUSED_BODY_LIMIT {
+                                break;
+                            }
+                        }
+                    })
                     .await;
                     let mut response = axum::response::IntoResponse::into_response(
                         crate::error::Problem::new(crate::error::Code::Overloaded, detail),

@@ -754,11 +754,17 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
         held.push(s);
     }
 
-    let refused = parse_raw_response(&raw_exchange(
-        RawTarget::Tcp(n.tcp_addr()),
-        b"POST /norm HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-          Content-Length: 2\r\n\r\n{}",
-    ));
+    // With a 64 KB body: it is read and dropped, so the client reads the 429 rather than
+    // a reset.
+    let body = format!("[{}0]", "0,".repeat(32 * 1024));
+    let mut request = format!(
+        "POST /norm HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body.as_bytes());
+    let refused = parse_raw_response(&raw_exchange(RawTarget::Tcp(n.tcp_addr()), &request));
     let p = assert_problem(&refused, 429, "overloaded");
     assert!(
         p["detail"]
