@@ -198,6 +198,18 @@ async fn work_inner(
     let (parts, body) = req.into_parts();
     let mut unread = Unread::new(body, state.config.max_body_bytes);
     let headers = &parts.headers;
+    let max_body = state.config.max_body_bytes;
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared_len.is_some_and(|len| len > max_body) {
+        // Whatever the answer (413 below, or an earlier refusal), this body will not be
+        // read, so the connection cannot carry another request: say so, and do not
+        // spend time discarding it.
+        unread.close_connection();
+        *body_abandoned = true;
+    }
     let is_probe = headers
         .get(PROBE_HEADER)
         .is_some_and(|v| v.as_bytes() == state.probe_token.as_bytes());
@@ -249,15 +261,8 @@ async fn work_inner(
                 ))
             })?,
     };
-    let max_body = state.config.max_body_bytes;
-    let declared_len = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
     if let Some(len) = declared_len {
         if len > max_body {
-            unread.close_connection();
-            *body_abandoned = true;
             return Err(fail(
                 Problem::new(
                     Code::PayloadTooLarge,

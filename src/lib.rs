@@ -170,6 +170,12 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        // Scrapes and health checks here are requests like any other: access log,
+        // request metrics, X-Request-Id.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::observe,
+        ))
         .with_state(state)
 }
 

@@ -708,6 +708,18 @@ fn a_call_failed_mid_upload_says_connection_close() {
     assert_problem(&reply, 413, "payload_too_large");
     assert_eq!(header(&reply.1, "connection"), "close");
 
+    // Any other early answer to a body declared over the cap says it too (the body is
+    // not read, so the connection ends).
+    let mut s = std::os::unix::net::UnixStream::connect(n.socket_path()).expect("connect");
+    s.write_all(
+        b"POST /norm HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\
+          Content-Length: 200000\r\n\r\n",
+    )
+    .expect("head");
+    let reply = parse_raw_response(&read_reply_bytes(&mut s));
+    assert_problem(&reply, 415, "unsupported_media_type");
+    assert_eq!(header(&reply.1, "connection"), "close");
+
     // A call whose body was read in full keeps its connection.
     let mut s = std::os::unix::net::UnixStream::connect(n.socket_path()).expect("connect");
     for _ in 0..2 {
@@ -781,6 +793,12 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
         b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     ));
     assert_eq!(status_of(&scrape), 200);
+    // A scrape there is a request like any other: X-Request-Id and an access-log line.
+    let id = header(&scrape.1, "x-request-id").to_owned();
+    let logged = n.wait_for_log(WAIT, |l| {
+        l["msg"] == "request" && l["trace_id"] == id.as_str()
+    });
+    assert_eq!(logged.expect("an access-log line")["route"], "metrics");
     let text = String::from_utf8_lossy(&scrape.2);
     assert!(
         text.lines()
