@@ -141,6 +141,7 @@ class NormdClient {
     /** @type {Promise<boolean>} */
     this._flagsInitial = Promise.resolve(true);
     this._timer = null;
+    this._firstFlagsTimer = null;
 
     this._resetCounters();
 
@@ -150,8 +151,26 @@ class NormdClient {
       if (every > 0) {
         this._timer = setInterval(() => { this.refreshFlags(); }, every);
         this._timer.unref();
+        // Until flags are known every call goes in-app; do not wait a whole period
+        // to try again when the first fetch fails (normd still starting).
+        this._flagsInitial.then((ok) => { if (!ok) this._retryFirstFlags(FIRST_FLAGS_RETRY_MS, every); });
       }
     }
+  }
+
+  /**
+   * Retries GET /flags after `delayMs`, doubling, until it succeeds or the delay
+   * reaches the refresh period (the interval timer covers it from there).
+   * @param {number} delayMs
+   * @param {number} periodMs
+   */
+  _retryFirstFlags(delayMs, periodMs) {
+    if (this._closed || this._flags || delayMs >= periodMs) return;
+    this._firstFlagsTimer = setTimeout(() => {
+      this._firstFlagsTimer = null;
+      this.refreshFlags().then((ok) => { if (!ok) this._retryFirstFlags(delayMs * 2, periodMs); });
+    }, delayMs);
+    this._firstFlagsTimer.unref();
   }
 
   _resetCounters() {
@@ -381,12 +400,17 @@ class NormdClient {
     this._closed = true;
     if (this._timer) clearInterval(this._timer);
     this._timer = null;
+    if (this._firstFlagsTimer) clearTimeout(this._firstFlagsTimer);
+    this._firstFlagsTimer = null;
     this._agent.destroy();
   }
 }
 
 /** The exchange a ClientRequest belongs to; cleared when that attempt is over. */
 const kExchange = Symbol('normd.exchange');
+
+/** First retry of a failed first GET /flags; doubles up to the refresh period. */
+const FIRST_FLAGS_RETRY_MS = 100;
 
 /** Constant request headers of GET /flags (http.request only reads them). */
 const FLAGS_HEADERS = Object.freeze({ accept: 'application/json' });

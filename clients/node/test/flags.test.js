@@ -53,6 +53,23 @@ test('until flags are known, calls fall back as unavailable', async (t) => {
   assert.equal((await client.norm('{}', { key: 'k' })).path, 'normd');
 });
 
+test('a failed first GET /flags is retried sooner than the refresh period', async (t) => {
+  const fake = await startFakeNormd();
+  let refused = 0;
+  // normd still starting: the first two fetches fail.
+  fake.flagsHandler = (req, res) => {
+    if (++refused >= 2) fake.flagsHandler = null;
+    problem(res, 503, 'not_ready');
+  };
+  const client = new NormdClient({ socketPath: fake.socketPath, fallback: (b, ctx) => ctx.reason, flagsRefreshMs: 3600000, ...SLOW_OK });
+  t.after(async () => { client.close(); await fake.close(); });
+  assert.equal(await client.ready(), false);
+  // With an hour between refreshes, only the first-fetch retry can load them.
+  await waitFor(() => client.stats().flags.loaded, { maxMs: 20000, what: 'the flags to load' });
+  assert.equal(fake.flagsRequests, 3);
+  assert.equal((await client.norm('{}', { key: 'k' })).path, 'normd');
+});
+
 test('refreshFlags() picks up a change of rollout and of enabled', async (t) => {
   const { fake, client } = await setup(t);
   await client.ready();
