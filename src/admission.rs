@@ -621,22 +621,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_that_gives_up_while_queued_frees_its_slot_at_once() {
         let adm = Admission::start(1, 1, 1 << 20);
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
-        let busy_slot = adm.reserve(far(), false).unwrap();
-        let busy_adm = Arc::clone(&adm);
-        let busy = tokio::spawn(async move {
-            busy_adm
-                .run(busy_slot, far(), move |_| {
-                    let _ = started_tx.send(());
-                    let _ = release_rx.recv();
-                })
-                .await
-        });
-        tokio::task::spawn_blocking(move || started_rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let (busy, release_tx) = occupy_the_worker(&adm).await;
 
         // Deadline while queued.
         let deadline = Instant::now() + Duration::from_millis(20);
@@ -687,23 +672,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cancelled_queued_work_never_starts() {
         let adm = Admission::start(1, 4, 1 << 20);
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = adm.reserve(far(), false).unwrap();
-        let adm2 = Arc::clone(&adm);
-        let running = tokio::spawn(async move {
-            adm2.run(blocker, far(), move |_| {
-                let _ = started_tx.send(());
-                let _ = release_rx.recv();
-            })
-            .await
-        });
         // The blocker holds the only worker before the next job is queued (otherwise
         // the worker could take that job first, before it is dropped).
-        tokio::task::spawn_blocking(move || started_rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let (running, release_tx) = occupy_the_worker(&adm).await;
         let started = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&started);
         let slot = adm.reserve(far(), false).unwrap();
@@ -718,6 +689,32 @@ mod tests {
         let slot = adm.reserve(far(), false).unwrap();
         adm.run(slot, far(), |_| ()).await.unwrap();
         assert!(!started.load(Ordering::SeqCst));
+    }
+
+    /// Runs a job that holds the pool's only worker until the returned sender is used;
+    /// returns once the job has started. Needs a multi-thread runtime.
+    async fn occupy_the_worker(
+        adm: &Arc<Admission>,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), Refusal>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let slot = adm.reserve(far(), false).unwrap();
+        let adm = Arc::clone(adm);
+        let busy = tokio::spawn(async move {
+            adm.run(slot, far(), move |_| {
+                let _ = started_tx.send(());
+                let _ = release_rx.recv();
+            })
+            .await
+        });
+        tokio::task::spawn_blocking(move || started_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        (busy, release_tx)
     }
 
     async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
