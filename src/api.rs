@@ -284,13 +284,16 @@ async fn work_inner(
         .map_err(|r| fail(refusal_problem(r)))?;
 
     // Read the body under both the size cap and the deadline (and answer, rather than
-    // be cut, if the shutdown timeout comes first).
+    // be cut, if the shutdown timeout comes first). One cutoff watch serves the body
+    // read and the work below.
+    let cutoff = state.health.wait_cutoff();
+    tokio::pin!(cutoff);
     let collected = tokio::select! {
         c = tokio::time::timeout_at(
             deadline.into(),
             Limited::new(unread.take(), max_body).collect(),
         ) => c,
-        () = state.health.wait_cutoff() => {
+        () = &mut cutoff => {
             *body_abandoned = true;
             return Err(fail(cut_off_problem()));
         }
@@ -347,7 +350,7 @@ async fn work_inner(
     // stop at its next checkpoint.
     let outcome = tokio::select! {
         o = work => o,
-        () = state.health.wait_cutoff() => return Err((cut_off_problem(), in_bytes)),
+        () = &mut cutoff => return Err((cut_off_problem(), in_bytes)),
     };
     let done = match outcome {
         Ok(Ok(done)) => done,

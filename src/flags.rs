@@ -462,7 +462,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Follows `path` through symlinks (relative ones from the link's directory) to the file
-/// a write must replace, which may not exist yet.
+/// a write must replace, which may not exist yet: `std::fs::canonicalize` fails on a
+/// link whose target is still to be created, hence this walk.
 fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
     let mut at = path.to_path_buf();
     // The kernel's own limit on a chain of links (ELOOP).
