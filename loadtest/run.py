@@ -388,6 +388,7 @@ def oha(ctx, name: str, target, body_lines: Path, seconds: float, conns: int,
             # ticks about every 1-2 ms). A burst = sends scheduled < 100 µs apart.
             bursts = 1 + sum(1 for a, b in zip(sched, sched[1:]) if b - a > 100e-6)
             res["burst_mean"] = len(sched) / bursts
+            res["_sched"] = sched
         res["lat"] = {q: pct(allv, f) for q, f in QS.items()}
         res["lat"]["max"] = allv[-1] if allv else None
         res["lat_by_status"] = {}
@@ -439,6 +440,23 @@ def server_cpu(r: dict, pid: int, ticks_before: int) -> None:
     r["server_cpu_s_per_call"] = cpu_s / r["requests"] if r["requests"] else None
 
 
+def ideal_server(r: dict) -> None:
+    """What the step's own schedule would cost a server that never stalls: one FIFO
+    server, busy for exactly normd's measured CPU per call, fed oha's scheduled send
+    times. The gap between this and the measured percentiles is this machine's
+    scheduling and stalls; this figure itself is the generator's pacing plus normd's
+    CPU, the part normd's code can move."""
+    sched, service = r.get("_sched"), r.get("server_cpu_s_per_call")
+    if not sched or not service:
+        return
+    free_at, lat = 0.0, []
+    for t in sched:
+        free_at = max(t, free_at) + service
+        lat.append(free_at - t)
+    lat.sort()
+    r["ideal"] = {q: pct(lat, f) for q, f in QS.items()}
+
+
 def section_a(ctx) -> dict:
     P = ctx.p
     res: dict = {"cold_start_ms": [], "sat": {}, "rates": {}, "sizes": {}}
@@ -487,6 +505,7 @@ def section_a(ctx) -> dict:
                 rr = oha(ctx, f"rate{int(frac * 100)}-4k-{transport}", target, lines4k,
                          P["rate"], 32, rate=rate)
                 server_cpu(rr, n.pid, c0)
+                ideal_server(rr)
                 m1 = n.metrics()
                 rr["server_over_1ms"] = hist_over(m0, m1, "normd_request_duration_seconds", "0.001", route="norm")
                 rr["queue_wait_over_1ms"] = hist_over(m0, m1, "normd_queue_wait_seconds", "0.001")
@@ -554,6 +573,7 @@ def section_b(ctx, sat_rps: float) -> dict:
                 headers=("X-Deadline-Ms: 20",))
         r["cmd"] = n.cmdline()
         res["reject"] = r
+        res["single"] = single_caller(ctx, target, lines4k)
     n = Normd(ctx, name="overload64k")  # defaults again: queue 16, 20 ms budget
     with n:
         log("b: 64 KB bodies, closed loop, 32 connections, X-Deadline-Ms 20")
@@ -562,6 +582,43 @@ def section_b(ctx, sat_rps: float) -> dict:
                 headers=("X-Deadline-Ms: 20",))
         r["cmd"] = n.cmdline()
         res["overload64k"] = r
+    return res
+
+
+def single_caller(ctx, target, lines4k: Path) -> dict:
+    """How long one caller waits for its "no" while normd is flooded, next to how long any
+    answer takes at that moment: one extra connection sends at a fixed rate, first
+    `GET /livez` to the idle server, then, during the 4-connection 1-slot flood above,
+    `POST /norm` (answered 429 whenever the queue is full) and `GET /livez` again. The
+    closed-loop flood measures refusals back to back on busy cores; a caller that sends
+    now and then also pays for waking both sides, which on a VM costs more than the
+    refusal itself."""
+    P = ctx.p
+    rate = P["probe_rate"]
+    res = {"rate": rate}
+    log(f"b: one caller at {rate}/s: GET /livez, idle server")
+    res["idle_livez"] = oha(ctx, "single-livez-idle", target, lines4k, P["reject"], 1, rate=rate,
+                            url_path="/livez", method="GET")
+    flood_seconds = 2 * P["reject"] + 2
+    flood: dict = {}
+
+    def run_flood() -> None:
+        try:
+            flood["r"] = oha(ctx, "single-flood", target, lines4k, flood_seconds, 4,
+                             headers=("X-Deadline-Ms: 20",), keep_raw=False, db=False)
+        except Exception as e:  # reported below; the probes' figures stand on their own
+            flood["error"] = str(e)
+
+    t = threading.Thread(target=run_flood, daemon=True)
+    t.start()
+    time.sleep(1)
+    log(f"b: one caller at {rate}/s during the 1-slot flood: POST /norm, then GET /livez")
+    res["busy_norm"] = oha(ctx, "single-norm-flood", target, lines4k, P["reject"], 1, rate=rate,
+                           headers=("X-Deadline-Ms: 20",))
+    res["busy_livez"] = oha(ctx, "single-livez-flood", target, lines4k, P["reject"], 1, rate=rate,
+                            url_path="/livez", method="GET")
+    t.join(flood_seconds + 90)
+    res["flood_status"] = flood["r"]["status"] if "r" in flood else flood.get("error", "unfinished")
     return res
 
 
@@ -726,6 +783,11 @@ def ms(v, nd=3):
     return "–" if v is None else f"{v * 1000:.{nd}f}"
 
 
+def ideal(r: dict) -> str:
+    i = r.get("ideal")
+    return f"{ms(i['p99'])} / {ms(i['p99.9'])}" if i else "–"
+
+
 def us(v):
     return "–" if v is None else f"{v * 1e6:.0f}"
 
@@ -873,22 +935,27 @@ def report(ctx, R, pngs) -> str:
         w("")
         w("### Latency at fixed rates (open loop, `-q`, coordinated-omission corrected, 32 connections)")
         w("")
-        w("| transport | rate | offered/s | 200/s | other | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | normd CPU µs/call | busy | oha burst | server > 1 ms | queue wait > 1 ms |")
-        w("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        w("| transport | rate | offered/s | 200/s | other | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | ideal p99 / p99.9 ms | normd CPU µs/call | busy | oha burst | server > 1 ms | queue wait > 1 ms |")
+        w("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for transport in ("unix", "tcp"):
             for rr in a["rates"][transport]:
                 other = {k: v for k, v in rr["status"].items() if k != "200"}
                 w(f"| {transport} | {rr['frac']:.0%} of sat. | {rr['rate']:,.0f} | {rr['rps_200']:,.0f} | "
                   f"{other or '–'} {rr['errors'] or ''} | {ms(rr['lat']['p50'])} | {ms(rr['lat']['p90'])} | "
                   f"{ms(rr['lat']['p99'])} | {ms(rr['lat']['p99.9'])} | {ms(rr['lat']['max'])} | "
-                  f"{us(rr.get('server_cpu_s_per_call'))} | {rr['machine_busy_cpu_s'] / rr['wall']:.2f} | {rr.get('burst_mean', 0):.1f} | "
+                  f"{ideal(rr)} | {us(rr.get('server_cpu_s_per_call'))} | {rr['machine_busy_cpu_s'] / rr['wall']:.2f} | {rr.get('burst_mean', 0):.1f} | "
                   f"{pc(rr.get('server_over_1ms'))} | {pc(rr.get('queue_wait_over_1ms'))} |")
                 if transport == "unix" and rr["frac"] == 0.5 and a.get("rate_floor"):
                     fl = a["rate_floor"]
                     w(f"| unix | floor: `GET /livez`, same rate | {fl['rate']:,.0f} | {fl['rps_200']:,.0f} | – | "
                       f"{ms(fl['lat']['p50'])} | {ms(fl['lat']['p90'])} | {ms(fl['lat']['p99'])} | "
-                      f"{ms(fl['lat']['p99.9'])} | {ms(fl['lat']['max'])} | – | "
+                      f"{ms(fl['lat']['p99.9'])} | {ms(fl['lat']['max'])} | – | – | "
                       f"{fl['machine_busy_cpu_s'] / fl['wall']:.2f} | {fl.get('burst_mean', 0):.1f} | – | – |")
+        w("")
+        w("*ideal*: the p99 and p99.9 that one server busy for exactly the row's *normd CPU "
+          "µs/call*, one call at a time and never stalled, would give on oha's own send schedule "
+          "of that step: the generator's pacing plus normd's own CPU. Above it, the measured "
+          "figure is what this machine's scheduling and stalls add.")
         w("")
         w("*floor*: the 50 % row's schedule sent to `GET /livez`, which does no work and never "
           "queues: the generator's pacing plus this machine's scheduling, the least any row can "
@@ -944,6 +1011,22 @@ def report(ctx, R, pngs) -> str:
             v = fl["lat_by_status"]["200"]
             w(f"| floor: `GET /livez`, idle server, 1 connection | {v['n']} | {us(v['p50'])} | {us(v['p90'])} | {us(v['p99'])} | {us(v['p99.9'])} |")
         w("")
+        sc = b.get("single")
+        if sc:
+            w(f"**One caller during that flood** (an extra connection at {sc['rate']}/s, open loop, "
+              f"CO-corrected; the flood's statuses: {sc['flood_status']}): the 429 it gets, next to "
+              "`GET /livez` sent the same way at the same moment, and to an idle normd. The flood row "
+              "above answers refusals back to back on busy cores; a caller that sends now and then "
+              "also pays for waking both sides, which on this VM costs more than the refusal.")
+            w("")
+            w("| request | status | n | p50 µs | p90 µs | p99 µs | p99.9 µs |")
+            w("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+            for key, what in (("idle_livez", "`GET /livez`, idle normd"),
+                              ("busy_norm", "`POST /norm`, during the flood"),
+                              ("busy_livez", "`GET /livez`, during the flood")):
+                for st, v in sorted(sc[key].get("lat_by_status", {}).items()):
+                    w(f"| {what} | {st} | {v['n']} | {us(v['p50'])} | {us(v['p90'])} | {us(v['p99'])} | {us(v['p99.9'])} |")
+            w("")
         o64 = b.get("overload64k")
         if o64:
             bad = {k: v for k, v in o64["status"].items() if k not in ("200", "429", "503", "504")}
@@ -1031,6 +1114,12 @@ def report(ctx, R, pngs) -> str:
     if b:
         v = b["reject"]["lat_by_status"].get("429")
         T.append(("a 429 answered in ≤ 50 µs (p50, 1-slot queue)", f"{us(v['p50']) if v else '–'} µs", (v["p50"] <= 50e-6) if v else None))
+        sc = b.get("single")
+        v1 = sc["busy_norm"]["lat_by_status"].get("429") if sc else None
+        if v1:
+            lv = sc["busy_livez"]["lat_by_status"].get("200")
+            T.append((f"… p50 for one caller at {sc['rate']}/s during the flood",
+                      f"{us(v1['p50'])} µs (`/livez` then: {us(lv['p50']) if lv else '–'} µs)", v1["p50"] <= 50e-6))
         o = b["overload"]["lat_uncorrected_by_status"].get("429")
         if o:
             T.append(("… p50 of the 429s under the 10× overload", f"{us(o['p50'])} µs", o["p50"] <= 50e-6))
@@ -1079,10 +1168,10 @@ def report(ctx, R, pngs) -> str:
 
 FULL = dict(starts=10, idle_wait=3.0, warmup=3, sat=10, rate=15, overload=15, overload_conns=64,
             reject=5, app_warmup=10, app=20, app_rate=1000, app_rate_64k=250, app_repeats=3,
-            smoke_rate=0)
+            smoke_rate=0, probe_rate=500)
 SMOKE = dict(starts=3, idle_wait=0.5, warmup=0.5, sat=1, rate=1, overload=1.5, overload_conns=16,
              reject=1, app_warmup=1, app=1.5, app_rate=50, app_rate_64k=10, app_repeats=2,
-             smoke_rate=50)
+             smoke_rate=50, probe_rate=100)
 
 PIN = True
 
