@@ -245,22 +245,7 @@ async fn work_inner(
     let selection = Selection::from_query(parts.uri.query().unwrap_or(""), route).map_err(fail)?;
     let (plan, deadline_default, schema_name) =
         resolve_plan(state, route, &selection, headers).map_err(fail)?;
-    let content_encoding = match headers.get(header::CONTENT_ENCODING) {
-        None => ContentEncoding::Identity,
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(ContentEncoding::from_header)
-            .ok_or_else(|| {
-                fail(Problem::new(
-                    Code::UnsupportedContentEncoding,
-                    format!(
-                        "Content-Encoding {:?} is not supported (supported: gzip, br, zstd, identity)",
-                        String::from_utf8_lossy(v.as_bytes())
-                    ),
-                ))
-            })?,
-    };
+    let content_encoding = content_encoding(headers).map_err(fail)?;
     if let Some(len) = declared_len {
         if len > max_body {
             return Err(fail(
@@ -768,6 +753,30 @@ fn media_mode(headers: &HeaderMap) -> Result<Mode, Problem> {
             ),
         ))
     }
+}
+
+/// The request's `Content-Encoding`. Several header lines form one list (RFC 9110 §5.3),
+/// so `gzip` and `deflate` on two lines are refused like `gzip, deflate` on one, rather
+/// than the first line deciding alone.
+fn content_encoding(headers: &HeaderMap) -> Result<ContentEncoding, Problem> {
+    let mut lines = headers.get_all(header::CONTENT_ENCODING).iter();
+    let Some(first) = lines.next() else {
+        return Ok(ContentEncoding::Identity);
+    };
+    let mut value = String::from_utf8_lossy(first.as_bytes()).into_owned();
+    for more in lines {
+        value.push_str(", ");
+        value.push_str(&String::from_utf8_lossy(more.as_bytes()));
+    }
+    ContentEncoding::from_header(&value).ok_or_else(|| {
+        Problem::new(
+            Code::UnsupportedContentEncoding,
+            format!(
+                "Content-Encoding {value:?} is not supported (one of gzip, br, zstd, identity; \
+                 stacked codings are not)"
+            ),
+        )
+    })
 }
 
 /// `X-Deadline-Ms` (relative to receipt), else the profile/route default, capped.

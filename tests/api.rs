@@ -1177,6 +1177,9 @@ fn corrupt_compressed_bodies_are_bad_content_encoding() {
             ("gzip", truncated.clone()),
             ("br", vec![0xff; 64]),
             ("zstd", b"\x28\xb5\x2f\xfd garbage".to_vec()),
+            // A complete brotli stream, then bytes brotli's reader would have ignored.
+            ("br", [brotli(KNOWN.as_bytes()), b"more".to_vec()].concat()),
+            ("br", [brotli(KNOWN.as_bytes()), brotli(b"{}")].concat()),
         ] {
             let reply = n.call(
                 via,
@@ -1410,6 +1413,26 @@ fn unsupported_media_type_and_content_encoding_are_415() {
                 "{p:#}"
             );
         }
+        // Two header lines are one list (RFC 9110): refused like "gzip, deflate", not
+        // decoded by the first line alone.
+        let reply = n.call(
+            via,
+            "POST",
+            "/norm",
+            &[
+                JSON,
+                ("content-encoding", "gzip"),
+                ("content-encoding", "deflate"),
+            ],
+            gzip(KNOWN.as_bytes()),
+        );
+        let p = assert_problem(&reply, 415, "unsupported_content_encoding");
+        assert!(
+            p["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("gzip, deflate")),
+            "{p:#}"
+        );
     }
 }
 

@@ -421,7 +421,7 @@ fn decoder<'a>(
     Ok(match encoding {
         ContentEncoding::Identity => Box::new(body),
         ContentEncoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
-        ContentEncoding::Br => Box::new(brotli::Decompressor::new(body, 4096)),
+        ContentEncoding::Br => Box::new(WholeBrotli(brotli::Decompressor::new(body, 4096))),
         ContentEncoding::Zstd => {
             let corrupt = |e: std::io::Error| DecodeError::Corrupt {
                 encoding: encoding.name(),
@@ -435,6 +435,32 @@ fn decoder<'a>(
             Box::new(decoder)
         }
     })
+}
+
+/// A brotli reader that refuses bytes after the end of the stream.
+///
+/// brotli's own reader returns end-of-stream once the first stream is complete and says
+/// nothing of what follows it (it complains only on a further read, and only about bytes
+/// already in its buffer). A second stream or trailing garbage would then be dropped with
+/// a 200, where gzip and zstd refuse it; a body normd cannot decode whole is corrupt.
+struct WholeBrotli<'a>(brotli::Decompressor<&'a [u8]>);
+
+impl Read for WholeBrotli<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            // The further read reports leftovers in brotli's buffer; `get_ref` holds what
+            // it has not read from the body yet.
+            let more = self.0.read(buf)?;
+            if more != 0 || !self.0.get_ref().is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "bytes after the end of the brotli stream",
+                ));
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// One read of decoded bytes into `buf`, after asking `stop`; 0 at the end of the stream.
@@ -658,6 +684,46 @@ mod tests {
                 ),
                 "{ce:?}"
             );
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_stream_are_never_dropped() {
+        // Incompressible data too, so the stream outgrows brotli's 4 KiB read buffer and
+        // the trailing bytes sit in the body it has not read yet, not in its buffer.
+        let mut noise = Vec::with_capacity(20_000);
+        let mut x: u32 = 7;
+        while noise.len() < 20_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            noise.push((x >> 16) as u8);
+        }
+        for data in [&b"{\"a\":1}"[..], &noise[..]] {
+            for (ce, enc) in [
+                (ContentEncoding::Gzip, Encoding::Gzip),
+                (ContentEncoding::Br, Encoding::Br),
+                (ContentEncoding::Zstd, Encoding::Zstd),
+            ] {
+                let one = compress(enc, 1, data, &NeverStop).expect("compress");
+                assert_eq!(decode(ce, &one, 1 << 20, &NeverStop).as_deref(), Ok(data));
+                let garbage = [&one[..], b"trailing garbage"].concat();
+                assert!(
+                    matches!(
+                        decode(ce, &garbage, 1 << 20, &NeverStop),
+                        Err(DecodeError::Corrupt { .. })
+                    ),
+                    "{ce:?}, {} bytes",
+                    data.len()
+                );
+                // gzip members and zstd frames concatenate by their formats' rules and
+                // decode whole; brotli has no such rule, so a second stream is corrupt.
+                let two = [&one[..], &one[..]].concat();
+                let decoded = decode(ce, &two, 1 << 20, &NeverStop);
+                if ce == ContentEncoding::Br {
+                    assert!(matches!(decoded, Err(DecodeError::Corrupt { .. })));
+                } else {
+                    assert_eq!(decoded, Ok([data, data].concat()), "{ce:?}");
+                }
+            }
         }
     }
 
