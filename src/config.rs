@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::builder::{
     BoolishValueParser, NonEmptyStringValueParser, OsStringValueParser, TypedValueParser,
 };
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::pipeline::{Encoding, JsonRules, NumberPolicy, PointerPattern, TextRules};
@@ -77,15 +77,19 @@ pub struct ServeArgs {
     /// Group (name or numeric gid) given to the socket right after bind. [default: unchanged]
     #[arg(long, env = "NORMD_SOCKET_GROUP")]
     pub socket_group: Option<String>,
-    /// Allow --listen on a non-loopback address (normd has no authentication). The env
-    /// twin takes true/false, 1/0, yes/no, on/off.
+    /// Allow --listen on a non-loopback address (normd has no authentication). Takes
+    /// an optional =true/false (1/0, yes/no, on/off), as does the env twin; an explicit
+    /// false overrides the config file. [default: false]
     #[arg(
         long,
         env = "NORMD_ALLOW_NON_LOOPBACK",
-        action = ArgAction::SetTrue,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
         value_parser = BoolishValueParser::new()
     )]
-    pub allow_non_loopback: bool,
+    pub allow_non_loopback: Option<bool>,
     /// Largest request body as received, in bytes (K/M/G, Ki/Mi/Gi suffixes). [default: 1Mi]
     #[arg(long, env = "NORMD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<String>,
@@ -408,7 +412,11 @@ impl Config {
             Some(s) => Some(PathBuf::from(s)),
             None => Some(default_socket_path()),
         };
-        let allow_non_loopback = args.allow_non_loopback || file.allow_non_loopback == Some(true);
+        // Flag or env (clap merges those), else the file: an env `false` beats a file `true`.
+        let allow_non_loopback = args
+            .allow_non_loopback
+            .or(file.allow_non_loopback)
+            .unwrap_or(false);
         let listen = match args
             .listen
             .or(file.listen)
@@ -997,7 +1005,7 @@ mod tests {
     fn non_loopback_is_allowed_only_explicitly() {
         let args = ServeArgs {
             listen: Some("0.0.0.0:8081".into()),
-            allow_non_loopback: true,
+            allow_non_loopback: Some(true),
             ..Default::default()
         };
         assert!(Config::resolve(args, FileConfig::default()).is_ok());

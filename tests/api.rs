@@ -2000,6 +2000,42 @@ fn non_loopback_tcp_needs_allow_non_loopback() {
         Duration::from_secs(20),
     );
     assert!(status.success(), "config file: {stdout}\n{stderr}");
+    // Flags win over env, env over the file: an explicit "no" beats the file's "yes".
+    let config_path = config.path().to_str().expect("utf-8");
+    let args = [
+        "check",
+        "--schemas",
+        schemas,
+        "--listen",
+        "0.0.0.0:8081",
+        "--config",
+        config_path,
+    ];
+    for no in ["0", "false", "off"] {
+        let (status, _, stderr) = run_normd_with(
+            &args,
+            None,
+            &[("NORMD_ALLOW_NON_LOOPBACK", no)],
+            Duration::from_secs(20),
+        );
+        assert_eq!(status.code(), Some(1), "env {no} over the file: {stderr}");
+    }
+    let (status, _, stderr) = run_normd(
+        &[&args[..], &["--allow-non-loopback=false"]].concat(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "flag =false over the file: {stderr}"
+    );
+    let (status, stdout, stderr) = run_normd_with(
+        &[&args[..], &["--allow-non-loopback"]].concat(),
+        None,
+        &[("NORMD_ALLOW_NON_LOOPBACK", "0")],
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "flag over env: {stdout}\n{stderr}");
 
     let n = Normd::builder()
         .args(&["--listen", "0.0.0.0:0"])
