@@ -60,6 +60,11 @@ pub fn route_label(path: &str) -> &'static str {
     }
 }
 
+/// The routes that run on the worker pool; the connection limit refuses only these.
+pub fn is_work_path(path: &str) -> bool {
+    matches!(path, "/norm" | "/normalize" | "/validate" | "/compress")
+}
+
 /// Wire bytes of the request body, reported by work handlers for logs and metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct InBytes(pub usize);

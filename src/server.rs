@@ -4,10 +4,11 @@
 //!
 //! Owns: everything between `accept` and the router. The socket and TCP listeners share
 //! `--max-connections` permits, taken right after `accept`. A connection past the limit
-//! is answered at once, 429 `overloaded` with `Connection: close` (a few at a time; past
-//! that it is closed unanswered), so a client learns "no" instead of waiting in the
-//! kernel's backlog. `--metrics-listen` has its own few permits, so scrapes and health
-//! checks there are never blocked by work connections.
+//! gets one answer, then `Connection: close` (a few at a time; past that it is closed
+//! unanswered): a work call gets 429 `overloaded` at once, so a client learns "no"
+//! instead of waiting in the kernel's backlog; health, metrics and the other cheap reads
+//! are served as usual, so the kubelet's probe is never blocked by work connections.
+//! `--metrics-listen` has its own few permits besides.
 //! Never: steals a live socket (another normd answering on the path is an error),
 //! never leaves the socket with default permissions (mode and group are applied right
 //! after bind, and failure to do so fails startup), and never leaves behind a socket
@@ -357,7 +358,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = Arc::clone(&limit.permits).try_acquire_owned() else {
-            refuse_connection(stream, listener_name, &limit);
+            refuse_connection(stream, listener_name, &limit, &router);
             continue;
         };
         let activity = Arc::new(AtomicU64::new(0));
@@ -393,26 +394,45 @@ async fn accept_loop(
     }
 }
 
-/// Answers a connection past the limit with one 429 `overloaded` and closes it. The
-/// request (head and body, bounded in size and time) is read first: closing a socket
-/// with unread bytes makes the kernel send a reset, which can destroy the answer before
-/// the client reads it. `X-Normd-Refused: connections` tells the self-probe that the
-/// listener itself is alive.
-fn refuse_connection(stream: Stream, listener_name: &'static str, limit: &Limit) {
-    telemetry::connection_refused(listener_name);
+/// Answers one request on a connection past the limit, then closes it. A work call gets
+/// 429 `overloaded`; its request (head and body, bounded in size and time) is read first:
+/// closing a socket with unread bytes makes the kernel send a reset, which can destroy
+/// the answer before the client reads it. `X-Normd-Refused: connections` tells the
+/// self-probe that the listener itself is alive. Every other route (health, metrics,
+/// `/flags`, `/schemas`, 404s) does no pool work and takes no body, so it is served as
+/// usual: an app holding every connection must not make the kubelet's `normd probe`
+/// fail (SPEC §5: health is never blocked by work).
+fn refuse_connection(
+    stream: Stream,
+    listener_name: &'static str,
+    limit: &Limit,
+    router: &axum::Router,
+) {
     let Ok(slot) = Arc::clone(&limit.refusing).try_acquire_owned() else {
+        telemetry::connection_refused(listener_name);
         return; // dropping the stream closes it
     };
     let detail = format!(
         "too many open connections ({} {}); use the in-app path",
         limit.flag, limit.max
     );
+    let router = router.clone();
     tokio::spawn(async move {
         let _slot = slot;
         let service =
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let detail = detail.clone();
+                let router = router.clone();
                 async move {
+                    if !crate::api::is_work_path(req.uri().path()) {
+                        let Ok(mut response) = tower::ServiceExt::oneshot(router, req).await;
+                        response.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                        return Ok::<_, std::convert::Infallible>(response);
+                    }
+                    telemetry::connection_refused(listener_name);
                     // Read and drop, frame by frame: up to 32 refusals at once must not
                     // buffer up to 32 bodies.
                     let mut body = req.into_body();

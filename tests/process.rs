@@ -782,6 +782,28 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
     assert_eq!(header(&refused.1, "x-normd-refused"), "connections");
     assert!(retry_after(&refused) >= 1);
 
+    // Health and metrics are never blocked by work (SPEC §5): past the limit they are
+    // answered, then the connection is closed. The kubelet's `normd probe` passes.
+    for path in ["/readyz", "/livez", "/metrics"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        for target in [
+            RawTarget::Unix(n.socket_path()),
+            RawTarget::Tcp(n.tcp_addr()),
+        ] {
+            let reply = parse_raw_response(&raw_exchange(target, request.as_bytes()));
+            assert_eq!(status_of(&reply), 200, "{path}");
+            assert_eq!(header(&reply.1, "connection"), "close", "{path}");
+        }
+    }
+    let sock = n.socket_path().to_str().expect("utf-8").to_owned();
+    for args in [
+        vec!["probe", "--socket", &sock],
+        vec!["probe", "--socket", &sock, "--live"],
+    ] {
+        let (status, out, err) = run_normd(&args, WAIT);
+        assert!(status.success(), "{args:?}: {out}\n{err}");
+    }
+
     let scrape = parse_raw_response(&raw_exchange(
         RawTarget::Tcp(metrics_addr),
         b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
