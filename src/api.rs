@@ -396,7 +396,12 @@ async fn work_inner(
     let out_len = http_body::Body::size_hint(response.body())
         .exact()
         .unwrap_or(0) as usize;
-    telemetry::bytes(route.name(), in_bytes, out_len);
+    // Canaries apart, as in `normd_requests_total`: the bytes of /norm are the app's.
+    telemetry::bytes(
+        if is_probe { "probe" } else { route.name() },
+        in_bytes,
+        out_len,
+    );
     response.extensions_mut().insert(InBytes(in_bytes));
     Ok(response)
 }
@@ -805,6 +810,9 @@ fn deadline_for(
             let text = v.to_str().unwrap_or("").trim();
             match text.parse::<u64>() {
                 Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                // Digits too many for u64 are still a budget above the cap, not a
+                // malformed one: capped like any other large value.
+                Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Duration::MAX,
                 _ => {
                     return Err(Problem::new(
                         Code::BadParameter,

@@ -136,6 +136,15 @@ fn check(args: ServeArgs) -> ExitCode {
         Ok(set) => {
             if let Err(mut e) = normd::check_profiles(&config, &set) {
                 errors.append(&mut e);
+            } else if set.is_empty() {
+                // serve would start not ready (the `schemas` check) and answer 503
+                // `not_ready` to every call naming a schema.
+                if let config::SchemaSource::Dir(d) = &config.schemas {
+                    errors.push(format!(
+                        "schemas: no *.json in {}: serve would not be ready",
+                        d.display()
+                    ));
+                }
             } else {
                 println!(
                     "schemas: {} loaded from {}",

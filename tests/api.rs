@@ -1154,15 +1154,17 @@ fn bad_parameters_are_400() {
             KNOWN,
         );
         assert_problem(&reply, 400, "bad_parameter");
-        // A good one is fine.
-        let (s, _, _) = n.call(
-            via,
-            "POST",
-            "/norm",
-            &[JSON, ("x-deadline-ms", "3000")],
-            KNOWN,
-        );
-        assert_eq!(s, 200);
+        // A good one is fine, and one too large even for 64 bits is capped, not refused.
+        for deadline in ["3000", "99999999999999999999999"] {
+            let (s, _, _) = n.call(
+                via,
+                "POST",
+                "/norm",
+                &[JSON, ("x-deadline-ms", deadline)],
+                KNOWN,
+            );
+            assert_eq!(s, 200, "{deadline}");
+        }
     }
 }
 
@@ -1745,6 +1747,13 @@ fn check_names_what_is_broken() {
     let bad = schemas_dir_with(&[("bad.v1.json", r#"{"type": "no-such-type"}"#)]);
     let err = run(&["check", "--schemas", bad.path().to_str().expect("utf-8")]);
     assert!(err.contains("bad.v1.json"), "{err}");
+    // No schemas at all: serve would start not ready.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let err = run(&["check", "--schemas", empty.path().to_str().expect("utf-8")]);
+    assert!(
+        err.contains("no *.json") && err.contains("not be ready"),
+        "{err}"
+    );
 
     // An invalid flags file.
     std::fs::write(p("flags.json"), r#"{"norm": {"enabled": "yes"}}"#).expect("flags");

@@ -280,6 +280,7 @@ fn metrics_parse_have_every_series_and_count_exactly() {
     );
     // The self-probe's canaries are counted apart, not as /norm traffic.
     assert!(m.sum("normd_requests_total", &[("route", "probe")]) >= 1.0);
+    assert!(m.sum("normd_bytes_in_total", &[("route", "probe")]) > 0.0);
     assert_eq!(m.sum("normd_inflight_requests", &[]), 0.0);
     assert_eq!(m.sum("normd_queue_depth", &[]), 0.0);
     assert_eq!(
