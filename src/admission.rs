@@ -298,10 +298,21 @@ impl Admission {
 
     /// Reserves `n` request bytes against the in-flight byte budget.
     pub fn reserve_bytes(self: &Arc<Self>, n: usize) -> Result<BytesPermit, Refusal> {
+        self.add_bytes(n, 0)?;
+        Ok(BytesPermit {
+            admission: Arc::clone(self),
+            bytes: n,
+        })
+    }
+
+    /// Adds `n` to the bytes in flight, of which the caller already holds `own`. Refused
+    /// past the budget, except for a call that is alone: one call may always proceed,
+    /// whatever its size (the body and decoded caps bound it), or a large one could
+    /// never be served.
+    fn add_bytes(&self, n: usize, own: usize) -> Result<(), Refusal> {
         let mut current = self.inflight_bytes.load(Ordering::Relaxed);
         loop {
-            // One call may always proceed alone, whatever its size (the body cap bounds it).
-            if current > 0 && current + n > self.max_inflight_bytes {
+            if current > own && current + n > self.max_inflight_bytes {
                 return Err(Refusal::Overloaded("the in-flight byte budget is spent"));
             }
             match self.inflight_bytes.compare_exchange_weak(
@@ -315,10 +326,7 @@ impl Admission {
             }
         }
         telemetry::inflight_bytes(current + n);
-        Ok(BytesPermit {
-            admission: Arc::clone(self),
-            bytes: n,
-        })
+        Ok(())
     }
 
     /// Runs `work` on the pool under `deadline`. Resolves to `DeadlineExceeded` when the
@@ -421,11 +429,11 @@ pub struct BytesPermit {
 }
 
 impl BytesPermit {
-    /// Grows the reservation (e.g. once the decoded size is known); refused past the budget.
+    /// Grows the reservation (once the decoded size, then the working memory, is
+    /// known); refused past the budget unless this call is the only one holding bytes.
     pub fn grow(&mut self, extra: usize) -> Result<(), Refusal> {
-        let more = self.admission.reserve_bytes(extra)?;
-        self.bytes += more.bytes;
-        std::mem::forget(more);
+        self.admission.add_bytes(extra, self.bytes)?;
+        self.bytes += extra;
         Ok(())
     }
 }
@@ -550,6 +558,17 @@ mod tests {
         let mut p = adm.reserve_bytes(60).unwrap();
         assert!(p.grow(30).is_ok());
         assert!(adm.reserve_bytes(20).is_err());
+        // Alone, a call grows past the budget (its working memory can exceed it)...
+        assert!(p.grow(1_000).is_ok());
+        assert_eq!(adm.inflight_bytes(), 1_090);
+        drop(p);
+        assert_eq!(adm.inflight_bytes(), 0);
+        // ...but not while another call holds bytes, however few.
+        let mut p = adm.reserve_bytes(60).unwrap();
+        let other = adm.reserve_bytes(1).unwrap();
+        assert!(p.grow(40).is_err());
+        assert!(p.grow(39).is_ok());
+        drop(other);
         drop(p);
         assert_eq!(adm.inflight_bytes(), 0);
     }

@@ -327,6 +327,16 @@ async fn work_inner(
                 permit.grow(d.len()).map_err(refusal_problem)?;
                 std::borrow::Cow::Owned(d)
             };
+            // What the work itself will allocate (a parse tree, a codec's tables) is
+            // charged too, so that memory stays within the budget however the calls
+            // in flight are shaped; alone, a call still runs.
+            let working = match route {
+                Route::Norm => pipeline::norm_memory(&decoded, &plan),
+                Route::Normalize => pipeline::normalize_memory(&decoded, &plan),
+                Route::Validate => pipeline::check_memory(&decoded, &plan),
+                Route::Compress => pipeline::compress_memory(&decoded, &plan),
+            };
+            permit.grow(working).map_err(refusal_problem)?;
             let done = match route {
                 Route::Norm => Done::Norm(pipeline::norm(&decoded, &plan, budget)?),
                 Route::Normalize => Done::Normalize(pipeline::normalize(&decoded, &plan, budget)?),

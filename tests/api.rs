@@ -58,6 +58,9 @@ fn shared() -> Arc<Normd> {
         Normd::builder()
             .dir(dir)
             .args(&RELAXED_DEADLINES)
+            // Tests share this instance at once; one test's 8 MiB bodies must not get
+            // another's calls refused by the in-flight budget (tested on its own).
+            .args(&["--max-inflight-bytes", "1Gi"])
             .args(&["--config", config.to_str().expect("utf-8 path")])
             .env("NORMD_DEBUG_PANIC", "1")
             // As in a shell that exports it: a panic must still answer 500 at once.

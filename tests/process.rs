@@ -832,3 +832,57 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
     });
     assert!(served, "a connection is served once a permit is free");
 }
+
+/// A call's working memory counts against `--max-inflight-bytes` while it runs: brotli 9
+/// holds a 32 MiB table for a document of any size, so under a 1 MiB budget it is
+/// refused 429 while another call holds bytes, and served once it is alone.
+#[test]
+fn working_memory_is_charged_to_the_in_flight_byte_budget() {
+    use std::io::Write;
+    let n = start(&[&["--max-inflight-bytes", "1Mi"], &QUIET_PROBE]);
+    wait_first_probe_round(&n);
+    let doc = r#"{"id": 1, "items": [{"sku": "a"}, {"sku": "b"}]}"#;
+    let inflight = |m: &Metrics| m.sum("normd_inflight_bytes", &[]);
+
+    // A stalled upload: admitted, it holds its declared 1000 bytes and never finishes.
+    let mut stalled = std::os::unix::net::UnixStream::connect(n.socket_path()).expect("connect");
+    stalled
+        .write_all(
+            b"POST /norm HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              X-Deadline-Ms: 30000\r\nContent-Length: 1000\r\n\r\n[1,",
+        )
+        .expect("send");
+    wait_metrics(&n, "the stalled upload to hold its bytes", |m| {
+        inflight(m) == 1000.0
+    });
+    let heavy = n.call(
+        Via::Unix,
+        "POST",
+        "/norm?encoding=br&level=9",
+        &OK_CALL,
+        doc,
+    );
+    let p = assert_problem(&heavy, 429, "overloaded");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("in-flight byte budget")),
+        "{p}"
+    );
+    assert!(retry_after(&heavy) >= 1);
+    // An ordinary call fits beside it.
+    let (status, _, _) = n.call(Via::Unix, "POST", "/norm", &OK_CALL, doc);
+    assert_eq!(status, 200);
+
+    drop(stalled);
+    wait_metrics(&n, "the stalled upload to let go", |m| inflight(m) == 0.0);
+    let (status, _, _) = n.call(
+        Via::Unix,
+        "POST",
+        "/norm?encoding=br&level=9",
+        &OK_CALL,
+        doc,
+    );
+    assert_eq!(status, 200, "alone, the heavy call is served");
+    wait_metrics(&n, "every byte to be given back", |m| inflight(m) == 0.0);
+}

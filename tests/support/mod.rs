@@ -423,8 +423,17 @@ pub const BLOCKER_BYTES: usize = if cfg!(debug_assertions) {
     24 << 20
 };
 
-/// Args a normd needs to accept the blocker (body size, 120 s budget).
-pub const BLOCKER_ARGS: [&str; 4] = ["--max-body-bytes", "64Mi", "--max-deadline-ms", "120000"];
+/// Args a normd needs to accept the blocker (body size, 120 s budget) and to admit other
+/// calls beside it: zstd 19 on megabytes is charged ~120 MiB of working memory, past the
+/// default in-flight budget, so without room for it every other call would get 429.
+pub const BLOCKER_ARGS: [&str; 6] = [
+    "--max-body-bytes",
+    "64Mi",
+    "--max-deadline-ms",
+    "120000",
+    "--max-inflight-bytes",
+    "1Gi",
+];
 
 /// The heavy request, as raw bytes: `POST /compress?encoding=zstd&level=19`.
 pub fn heavy_request(deadline_ms: u64, seed: u64) -> Vec<u8> {
