@@ -241,8 +241,27 @@ fn document_memory(body: &[u8], plan: &Plan) -> usize {
         // The normalized copy, and a lowercased one.
         return 3 * body.len();
     }
-    let count = |byte: u8| body.iter().filter(|&&b| b == byte).count();
-    8 * body.len() + 768 * count(b'{') + 160 * count(b'[') + 48 * count(b',')
+    let (objects, arrays, commas) = count_structure(body);
+    8 * body.len() + 768 * objects + 160 * arrays + 48 * commas
+}
+
+/// Counts of `{`, `[` and `,`, in one pass. Byte counters over chunks of 255 (they
+/// cannot overflow) let the compiler compare 16-32 bytes at a time: a plain
+/// filter-count of each byte cost ~9 % of a 4 KB call, this costs well under 1 %.
+fn count_structure(body: &[u8]) -> (usize, usize, usize) {
+    let (mut objects, mut arrays, mut commas) = (0usize, 0usize, 0usize);
+    for chunk in body.chunks(255) {
+        let (mut o, mut a, mut c) = (0u8, 0u8, 0u8);
+        for &b in chunk {
+            o += u8::from(b == b'{');
+            a += u8::from(b == b'[');
+            c += u8::from(b == b',');
+        }
+        objects += usize::from(o);
+        arrays += usize::from(a);
+        commas += usize::from(c);
+    }
+    (objects, arrays, commas)
 }
 
 /// `/compress`: the raw bytes, compressed.
@@ -254,6 +273,28 @@ pub fn compress(body: &[u8], plan: &Plan, stop: &dyn Stop) -> Result<Vec<u8>, Pi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn structure_counts_are_exact_across_chunk_boundaries() {
+        for len in [0, 1, 254, 255, 256, 510, 511, 1_000] {
+            for fill in [b'{', b'[', b',', b'x'] {
+                let body = vec![fill; len];
+                let expect = |b: u8| if fill == b { len } else { 0 };
+                assert_eq!(
+                    count_structure(&body),
+                    (expect(b'{'), expect(b'['), expect(b',')),
+                    "{len} × {}",
+                    fill as char
+                );
+            }
+        }
+        let mixed = br#"[{"a":[1,2]},{"b":"{[,"}]"#.repeat(40);
+        let naive = |c: u8| mixed.iter().filter(|&&b| b == c).count();
+        assert_eq!(
+            count_structure(&mixed),
+            (naive(b'{'), naive(b'['), naive(b','))
+        );
+    }
 
     fn gunzip(data: &[u8]) -> Vec<u8> {
         use std::io::Read;
