@@ -424,18 +424,10 @@ fn refuse_connection(
                 let detail = detail.clone();
                 let router = router.clone();
                 async move {
-                    if !crate::api::is_work_path(req.uri().path()) {
-                        let Ok(mut response) = tower::ServiceExt::oneshot(router, req).await;
-                        response.headers_mut().insert(
-                            http::header::CONNECTION,
-                            http::HeaderValue::from_static("close"),
-                        );
-                        return Ok::<_, std::convert::Infallible>(response);
-                    }
-                    telemetry::connection_refused(listener_name);
-                    // Read and drop, frame by frame: up to 32 refusals at once must not
-                    // buffer up to 32 bodies.
-                    let mut body = req.into_body();
+                    // Read and drop the body, frame by frame (up to 32 refusals at once
+                    // must not buffer up to 32 bodies), whatever the route: the routes
+                    // served below take none, and a 405 to a POST must not be reset.
+                    let (parts, mut body) = req.into_parts();
                     let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT, async {
                         let mut seen = 0usize;
                         while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await
@@ -447,6 +439,16 @@ fn refuse_connection(
                         }
                     })
                     .await;
+                    if !crate::api::is_work_path(parts.uri.path()) {
+                        let req = http::Request::from_parts(parts, axum::body::Body::empty());
+                        let Ok(mut response) = tower::ServiceExt::oneshot(router, req).await;
+                        response.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                        return Ok::<_, std::convert::Infallible>(response);
+                    }
+                    telemetry::connection_refused(listener_name);
                     let mut response = axum::response::IntoResponse::into_response(
                         crate::error::Problem::new(crate::error::Code::Overloaded, detail),
                     );

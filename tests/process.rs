@@ -795,6 +795,16 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
             assert_eq!(header(&reply.1, "connection"), "close", "{path}");
         }
     }
+    // A body sent there is read and dropped first, so the answer is not lost to a reset.
+    let mut request = format!(
+        "POST /flags HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body.as_bytes());
+    let reply = parse_raw_response(&raw_exchange(RawTarget::Unix(n.socket_path()), &request));
+    assert_problem(&reply, 405, "method_not_allowed");
+    assert_eq!(header(&reply.1, "connection"), "close");
     let sock = n.socket_path().to_str().expect("utf-8").to_owned();
     for args in [
         vec!["probe", "--socket", &sock],
