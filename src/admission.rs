@@ -236,6 +236,11 @@ impl Admission {
         self.running.load(Ordering::Relaxed)
     }
 
+    /// The in-flight byte budget in force.
+    pub fn max_inflight_bytes(&self) -> usize {
+        self.max_inflight_bytes
+    }
+
     pub fn inflight_bytes(&self) -> usize {
         self.inflight_bytes.load(Ordering::Relaxed)
     }

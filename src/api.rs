@@ -60,7 +60,7 @@ pub fn route_label(path: &str) -> &'static str {
     }
 }
 
-/// The routes that run on the worker pool; the connection limit refuses only these.
+/// The paths whose POSTs run on the worker pool; the connection limit refuses only those.
 pub fn is_work_path(path: &str) -> bool {
     matches!(path, "/norm" | "/normalize" | "/validate" | "/compress")
 }

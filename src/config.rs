@@ -121,7 +121,9 @@ pub struct ServeArgs {
     /// Open connections across both listeners. [default: 256]
     #[arg(long, env = "NORMD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Request bytes held in flight across all calls (K/M/G suffixes). [default: 32Mi]
+    /// Bytes held by calls in flight: request bodies, decoded bodies and, while a call
+    /// runs, its working memory (K/M/G suffixes). [default: half the memory limit, at
+    /// least 32Mi; 256Mi when no limit is known]
     #[arg(long, env = "NORMD_MAX_INFLIGHT_BYTES")]
     pub max_inflight_bytes: Option<String>,
     /// After SIGTERM, keep serving this long (readiness already 503). [default: 5000]
@@ -359,7 +361,8 @@ pub struct Config {
     pub ready_watermark: f64,
     pub shed_watermark: f64,
     pub max_connections: usize,
-    pub max_inflight_bytes: usize,
+    /// `None`: derived from the memory limit, see [`inflight_budget`].
+    pub max_inflight_bytes: Option<usize>,
     pub drain_delay: Duration,
     pub shutdown_timeout: Duration,
     pub header_read_timeout: Duration,
@@ -375,6 +378,20 @@ pub struct Config {
 }
 
 /// Where to put the socket when nothing says: `$XDG_RUNTIME_DIR`, else the temp dir.
+/// `--max-inflight-bytes` when not given: half the memory limit (explicit or the
+/// cgroup's), at least 32 MiB; 256 MiB when no limit is known. The budget holds running
+/// calls' working memory too (brotli 9 alone needs ~38 MiB), and it counts upper bounds,
+/// so half the limit leaves the rest for the process's own ~20 MiB, the allocator's
+/// caches and the watermarks' headroom.
+pub fn inflight_budget(explicit: Option<usize>, memory_limit: Option<u64>) -> usize {
+    explicit.unwrap_or(match memory_limit {
+        Some(limit) => usize::try_from(limit / 2)
+            .unwrap_or(usize::MAX)
+            .max(32 << 20),
+        None => 256 << 20,
+    })
+}
+
 pub fn default_socket_path() -> PathBuf {
     std::env::var_os("XDG_RUNTIME_DIR")
         .filter(|d| !d.is_empty() && Path::new(d).is_dir())
@@ -518,12 +535,14 @@ impl Config {
             file.max_decoded_bytes,
             8 << 20,
         ) as usize;
+        // 0: not given; derived from the memory limit at start (see `inflight_budget`).
         let max_inflight_bytes = bytes(
             "max-inflight-bytes",
             args.max_inflight_bytes,
             file.max_inflight_bytes,
-            32 << 20,
+            0,
         ) as usize;
+        let max_inflight_bytes = (max_inflight_bytes > 0).then_some(max_inflight_bytes);
         let memory_limit = match args.memory_limit.or(file.memory_limit.map(|b| b.text())) {
             None => None,
             Some(text) if text.is_empty() || text == "0" => None,
@@ -999,6 +1018,25 @@ mod tests {
         }
         assert!(mode("", "socket_mode = \"0000\"\n").is_err());
         assert!(mode("0x660", "").unwrap_err()[0].contains("octal"));
+    }
+
+    #[test]
+    fn the_inflight_budget_defaults_to_half_the_memory_limit() {
+        const M: u64 = 1 << 20;
+        assert_eq!(inflight_budget(None, Some(256 * M)), 128 << 20);
+        assert_eq!(
+            inflight_budget(None, Some(40 * M)),
+            32 << 20,
+            "at least 32 MiB"
+        );
+        assert_eq!(inflight_budget(None, None), 256 << 20);
+        assert_eq!(
+            inflight_budget(Some(5), Some(256 * M)),
+            5,
+            "a given value wins"
+        );
+        let c = Config::resolve(ServeArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(c.max_inflight_bytes, None);
     }
 
     #[test]

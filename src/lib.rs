@@ -80,8 +80,9 @@ impl AppState {
             .for_each(|s| telemetry::schema_known(&s.name));
         health.memory.sample();
         telemetry::deadline_budget(config.default_deadline);
-        let admission =
-            Admission::start(config.workers, config.max_queue, config.max_inflight_bytes);
+        let inflight_budget =
+            config::inflight_budget(config.max_inflight_bytes, health.memory.limit());
+        let admission = Admission::start(config.workers, config.max_queue, inflight_budget);
         Ok(Self {
             admission,
             flags: Arc::new(flags),

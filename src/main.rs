@@ -101,6 +101,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             workers = config.workers,
             max_queue = config.max_queue,
             memory_limit = state.health.memory.limit().unwrap_or(0),
+            max_inflight_bytes = state.admission.max_inflight_bytes(),
             startup_ms = started.elapsed().as_secs_f64() * 1000.0,
             "normd serving"
         );

@@ -307,9 +307,11 @@ enum Acceptor {
 /// Connections `--metrics-listen` serves at once: Prometheus and a few humans.
 const METRICS_LISTENER_CONNECTIONS: usize = 16;
 
-/// Connections past the limit that are being answered 429 at once; past these, a
-/// connection is closed unanswered (a flood of connects must not cost tasks here).
-const REFUSING_CONNECTIONS: usize = 32;
+/// Connections past the limit being answered at once (each holds a slot until it has
+/// sent its request, at most 1 s); past these, a connection is closed unanswered, so a
+/// flood of connects costs a bounded number of tasks. Enough that an app holding more
+/// idle connections than the limit does not starve the kubelet's probe.
+const REFUSING_CONNECTIONS: usize = 128;
 
 /// How long a refused connection gets to send its request head and body.
 const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -439,7 +441,9 @@ fn refuse_connection(
                         }
                     })
                     .await;
-                    if !crate::api::is_work_path(parts.uri.path()) {
+                    let work = parts.method == http::Method::POST
+                        && crate::api::is_work_path(parts.uri.path());
+                    if !work {
                         let req = http::Request::from_parts(parts, axum::body::Body::empty());
                         let Ok(mut response) = tower::ServiceExt::oneshot(router, req).await;
                         response.headers_mut().insert(

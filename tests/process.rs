@@ -805,6 +805,12 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
     let reply = parse_raw_response(&raw_exchange(RawTarget::Unix(n.socket_path()), &request));
     assert_problem(&reply, 405, "method_not_allowed");
     assert_eq!(header(&reply.1, "connection"), "close");
+    // Only a POST to a work route is work: GET /norm is 405 there as everywhere.
+    let reply = parse_raw_response(&raw_exchange(
+        RawTarget::Unix(n.socket_path()),
+        b"GET /norm HTTP/1.1\r\nHost: x\r\n\r\n",
+    ));
+    assert_problem(&reply, 405, "method_not_allowed");
     let sock = n.socket_path().to_str().expect("utf-8").to_owned();
     for args in [
         vec!["probe", "--socket", &sock],
