@@ -143,7 +143,17 @@ impl Drop for InflightGauge {
     }
 }
 
+/// Marks a work call that arrived on a connection past `--max-connections`: the handler
+/// refuses it at once with this detail, so it is logged, counted and traced like any
+/// other refusal (the server adds `Connection: close` and `X-Normd-Refused`).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimited(pub String);
+
 async fn work(state: AppState, route: Route, req: Request) -> Response {
+    if let Some(limited) = req.extensions().get::<ConnectionLimited>() {
+        telemetry::rejection("overloaded");
+        return Problem::new(Code::Overloaded, limited.0.clone()).into_response();
+    }
     let received = Instant::now();
     let _inflight = InflightGauge::enter();
     let mut body_abandoned = false;

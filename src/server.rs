@@ -443,28 +443,26 @@ fn refuse_connection(
                     .await;
                     let work = parts.method == http::Method::POST
                         && crate::api::is_work_path(parts.uri.path());
-                    if !work {
-                        let req = http::Request::from_parts(parts, axum::body::Body::empty());
-                        let Ok(mut response) = tower::ServiceExt::oneshot(router, req).await;
-                        response.headers_mut().insert(
-                            http::header::CONNECTION,
-                            http::HeaderValue::from_static("close"),
-                        );
-                        return Ok::<_, std::convert::Infallible>(response);
+                    let mut req = http::Request::from_parts(parts, axum::body::Body::empty());
+                    if work {
+                        // Refused by the handler itself, so the refusal gets its log
+                        // line, request metrics and X-Request-Id like any other.
+                        telemetry::connection_refused(listener_name);
+                        req.extensions_mut()
+                            .insert(crate::api::ConnectionLimited(detail));
                     }
-                    telemetry::connection_refused(listener_name);
-                    let mut response = axum::response::IntoResponse::into_response(
-                        crate::error::Problem::new(crate::error::Code::Overloaded, detail),
-                    );
+                    let Ok(mut response) = tower::ServiceExt::oneshot(router, req).await;
                     let headers = response.headers_mut();
                     headers.insert(
                         http::header::CONNECTION,
                         http::HeaderValue::from_static("close"),
                     );
-                    headers.insert(
-                        REFUSED_HEADER,
-                        http::HeaderValue::from_static("connections"),
-                    );
+                    if work {
+                        headers.insert(
+                            REFUSED_HEADER,
+                            http::HeaderValue::from_static("connections"),
+                        );
+                    }
                     Ok::<_, std::convert::Infallible>(response)
                 }
             });

@@ -781,6 +781,18 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
     assert_eq!(header(&refused.1, "connection"), "close");
     assert_eq!(header(&refused.1, "x-normd-refused"), "connections");
     assert!(retry_after(&refused) >= 1);
+    // Like any refusal: its X-Request-Id, and an access-log line with status and code.
+    let id = header(&refused.1, "x-request-id").to_owned();
+    assert!(!id.is_empty());
+    let line = n
+        .wait_for_log(WAIT, |l| {
+            l["msg"] == "request" && l["trace_id"] == id.as_str()
+        })
+        .expect("an access-log line for the refusal");
+    assert_eq!(
+        (line["status"].as_u64(), line["code"].as_str()),
+        (Some(429), Some("overloaded"))
+    );
 
     // Health and metrics are never blocked by work (SPEC §5): past the limit they are
     // answered, then the connection is closed. The kubelet's `normd probe` passes.
