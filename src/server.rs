@@ -396,14 +396,14 @@ async fn accept_loop(
     }
 }
 
-/// Answers one request on a connection past the limit, then closes it. A work call gets
-/// 429 `overloaded`; its request (head and body, bounded in size and time) is read first:
-/// closing a socket with unread bytes makes the kernel send a reset, which can destroy
-/// the answer before the client reads it. `X-Normd-Refused: connections` tells the
-/// self-probe that the listener itself is alive. Every other route (health, metrics,
-/// `/flags`, `/schemas`, 404s) does no pool work and takes no body, so it is served as
-/// usual: an app holding every connection must not make the kubelet's `normd probe`
-/// fail (SPEC §5: health is never blocked by work).
+/// Answers one request on a connection past the limit, then closes it. The request
+/// (head and body, bounded in size and time) is read first: closing a socket with unread
+/// bytes makes the kernel send a reset, which can destroy the answer before the client
+/// reads it. A work call (a POST to a work route) gets 429 `overloaded` from its handler,
+/// with `X-Normd-Refused: connections`, which tells the self-probe that the listener
+/// itself is alive. Every other route (health, metrics, `/flags`, `/schemas`, 404s) does
+/// no pool work, so it is served as usual: an app holding every connection must not
+/// make the kubelet's `normd probe` fail (SPEC §5: health is never blocked by work).
 fn refuse_connection(
     stream: Stream,
     listener_name: &'static str,
@@ -426,9 +426,9 @@ fn refuse_connection(
                 let detail = detail.clone();
                 let router = router.clone();
                 async move {
-                    // Read and drop the body, frame by frame (up to 32 refusals at once
-                    // must not buffer up to 32 bodies), whatever the route: the routes
-                    // served below take none, and a 405 to a POST must not be reset.
+                    // Read and drop the body, frame by frame (up to 128 answers at once
+                    // must not buffer up to 128 bodies), whatever the route: the routes
+                    // served below need none, and a 405 to a POST must not be reset.
                     let (parts, mut body) = req.into_parts();
                     let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT, async {
                         let mut seen = 0usize;
