@@ -313,51 +313,49 @@ fn zstd_stream(
     stop: &dyn Stop,
 ) -> Result<Vec<u8>, Stopped> {
     use zstd::zstd_safe::{CParameter, InBuffer, OutBuffer, ResetDirective};
-    {
-        cctx.reset(ResetDirective::SessionOnly)
-            .map_err(|_| Stopped)?;
-        cctx.set_parameter(CParameter::CompressionLevel(level))
-            .map_err(|_| Stopped)?;
-        cctx.set_pledged_src_size(Some(input.len() as u64))
-            .map_err(|_| Stopped)?;
-        let mut out: Vec<u8> = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.len()));
-        let mut chunks = input.chunks(CHUNK).peekable();
-        let mut first = true;
-        while first || chunks.peek().is_some() {
-            first = false;
-            if stop.should_stop() {
-                let _ = cctx.reset(ResetDirective::SessionOnly);
-                return Err(Stopped);
+    cctx.reset(ResetDirective::SessionOnly)
+        .map_err(|_| Stopped)?;
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .map_err(|_| Stopped)?;
+    cctx.set_pledged_src_size(Some(input.len() as u64))
+        .map_err(|_| Stopped)?;
+    let mut out: Vec<u8> = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.len()));
+    let mut chunks = input.chunks(CHUNK).peekable();
+    let mut first = true;
+    while first || chunks.peek().is_some() {
+        first = false;
+        if stop.should_stop() {
+            let _ = cctx.reset(ResetDirective::SessionOnly);
+            return Err(Stopped);
+        }
+        let chunk = chunks.next().unwrap_or(&[]);
+        let last = chunks.peek().is_none();
+        let mode = if last {
+            zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end
+        } else {
+            zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_continue
+        };
+        let mut inb = InBuffer::around(chunk);
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                out.reserve(out.capacity().max(4096));
             }
-            let chunk = chunks.next().unwrap_or(&[]);
-            let last = chunks.peek().is_none();
-            let mode = if last {
-                zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end
-            } else {
-                zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_continue
-            };
-            let mut inb = InBuffer::around(chunk);
-            loop {
-                if out.capacity() - out.len() < 1024 {
-                    out.reserve(out.capacity().max(4096));
-                }
-                let pos = out.len();
-                let mut outb = OutBuffer::around_pos(&mut out, pos);
-                let remaining = cctx
-                    .compress_stream2(&mut outb, &mut inb, mode)
-                    .map_err(|_| Stopped)?;
-                let done_input = inb.pos() == chunk.len();
-                if last {
-                    if remaining == 0 {
-                        break;
-                    }
-                } else if done_input {
+            let pos = out.len();
+            let mut outb = OutBuffer::around_pos(&mut out, pos);
+            let remaining = cctx
+                .compress_stream2(&mut outb, &mut inb, mode)
+                .map_err(|_| Stopped)?;
+            let done_input = inb.pos() == chunk.len();
+            if last {
+                if remaining == 0 {
                     break;
                 }
+            } else if done_input {
+                break;
             }
         }
-        Ok(out)
     }
+    Ok(out)
 }
 
 /// Why a compressed request body could not be decoded.
