@@ -12,8 +12,8 @@ mod support;
 use std::time::Duration;
 
 use common::{
-    assert_problem, header, parse_raw_response, poll_until, raw_exchange, run_normd, Normd,
-    RawTarget, Reply, Via,
+    assert_detail_mentions, assert_problem, header, parse_raw_response, poll_until, raw_exchange,
+    run_normd, Normd, RawTarget, Reply, Via,
 };
 use support::*;
 
@@ -783,12 +783,7 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
     request.extend_from_slice(body.as_bytes());
     let refused = parse_raw_response(&raw_exchange(RawTarget::Tcp(n.tcp_addr()), &request));
     let p = assert_problem(&refused, 429, "overloaded");
-    assert!(
-        p["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("--max-connections 2")),
-        "{p}"
-    );
+    assert_detail_mentions(&p, "--max-connections 2");
     assert_eq!(header(&refused.1, "connection"), "close");
     assert_eq!(header(&refused.1, "x-normd-refused"), "connections");
     assert!(retry_after(&refused) >= 1);
@@ -908,12 +903,7 @@ fn working_memory_is_charged_to_the_in_flight_byte_budget() {
         doc,
     );
     let p = assert_problem(&heavy, 429, "overloaded");
-    assert!(
-        p["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("in-flight byte budget")),
-        "{p}"
-    );
+    assert_detail_mentions(&p, "in-flight byte budget");
     assert!(retry_after(&heavy) >= 1);
     // An ordinary call fits beside it.
     let (status, _, _) = n.call(Via::Unix, "POST", "/norm", &OK_CALL, doc);

@@ -704,6 +704,16 @@ pub fn assert_problem(reply: &Reply, status: u16, code: &str) -> Value {
     doc
 }
 
+/// The problem's `detail` names `needle` (the value, parameter or limit at fault).
+pub fn assert_detail_mentions(problem: &Value, needle: &str) {
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(needle)),
+        "the detail should mention {needle:?}: {problem:#}"
+    );
+}
+
 /// One instance shared by the tests that run at the same time: the first caller starts
 /// it (others wait), it lives while any test holds the `Arc`, and the last holder's drop
 /// kills it, so no process outlives the test binary. A later test may start a new one.
