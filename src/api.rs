@@ -62,7 +62,10 @@ pub fn route_label(path: &str) -> &'static str {
 
 /// The paths whose POSTs run on the worker pool; the connection limit refuses only those.
 pub fn is_work_path(path: &str) -> bool {
-    matches!(path, "/norm" | "/normalize" | "/validate" | "/compress")
+    matches!(
+        route_label(path),
+        "norm" | "normalize" | "validate" | "compress"
+    )
 }
 
 /// Wire bytes of the request body, reported by work handlers for logs and metrics.
