@@ -136,7 +136,8 @@ pub struct ServeArgs {
     /// idleness and slow headers. [default: 10000]
     #[arg(long, env = "NORMD_HEADER_READ_TIMEOUT_MS")]
     pub header_read_timeout_ms: Option<u64>,
-    /// A connection that moves no byte for this long while busy is closed. [default: 30000]
+    /// A connection that moves no byte for this long, with no request being handled
+    /// (a call runs under its deadline instead), is closed. [default: 30000]
     #[arg(long, env = "NORMD_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
     /// Deepest array/object nesting accepted (1..=1024). [default: 128]

@@ -18,7 +18,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
@@ -363,14 +362,24 @@ async fn accept_loop(
             refuse_connection(stream, listener_name, &limit, &router);
             continue;
         };
-        let activity = Arc::new(AtomicU64::new(0));
-        let epoch = Instant::now();
+        let activity = Arc::new(Activity::new());
         let io = TokioIo::new(ActivityIo {
             inner: stream,
             activity: Arc::clone(&activity),
-            epoch,
         });
-        let service = TowerToHyperService::new(router.clone());
+        let service = {
+            let activity = Arc::clone(&activity);
+            let router = router.clone();
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let handling = Handling::start(&activity);
+                let call = tower::ServiceExt::oneshot(router.clone(), req);
+                async move {
+                    let response = call.await;
+                    drop(handling);
+                    response
+                }
+            })
+        };
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(cfg.header_read_timeout)
@@ -387,7 +396,7 @@ async fn accept_loop(
                         tracing::debug!(listener = listener_name, error = %e, "connection ended with an error");
                     }
                 }
-                _ = idle_watch(activity, epoch, idle) => {
+                () = activity.idle_for(idle) => {
                     tracing::debug!(listener = listener_name, "closing a connection idle past --idle-timeout-ms");
                 }
             }
@@ -468,8 +477,7 @@ fn refuse_connection(
             });
         let io = TokioIo::new(ActivityIo {
             inner: stream,
-            activity: Arc::new(AtomicU64::new(0)),
-            epoch: Instant::now(),
+            activity: Arc::new(Activity::new()),
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -502,30 +510,83 @@ async fn accept(acceptor: &Acceptor) -> io::Result<Stream> {
     }
 }
 
-/// Resolves once no byte has moved for `idle` (hyper's own timer covers the wait for a
-/// request head; this covers a stalled body upload or a client that stops reading).
-async fn idle_watch(activity: Arc<AtomicU64>, epoch: Instant, idle: Duration) {
-    loop {
-        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-        let due = epoch + last + idle;
-        if Instant::now() >= due {
-            return;
+/// What the idle timeout watches on a connection: when a byte last moved, and whether a
+/// request is being handled.
+///
+/// A request being handled is never idle: its body read and its queue wait and work all
+/// run under the call's deadline (and the shutdown cut-off), which answer it. Cutting it
+/// at the idle timeout instead, when `--idle-timeout-ms` is below a budget, would drop
+/// the answer unsent. What the idle timeout covers is the rest: a client that keeps a
+/// connection open between requests, or stops reading an answer.
+struct Activity {
+    epoch: Instant,
+    /// When a byte last moved, or a request was last taken up or answered (ms since
+    /// `epoch`).
+    last_ms: AtomicU64,
+    /// Requests between the head being read and the response being handed to hyper.
+    handling: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            handling: AtomicUsize::new(0),
         }
-        tokio::time::sleep_until(due.into()).await;
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has been idle for `idle`: no request handled and no
+    /// byte moved. (hyper's own timer covers the wait for a request head.)
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let due = self.epoch + last + idle;
+            if self.handling.load(Ordering::Relaxed) > 0 {
+                // Its end touches `last_ms`, so the idle time counts from the answer.
+                tokio::time::sleep(idle).await;
+            } else if Instant::now() >= due {
+                return;
+            } else {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
     }
 }
 
-/// A stream that records when it last moved a byte (ms since `epoch`).
+/// Marks one request as being handled, from its head until its response (or until the
+/// connection drops it).
+struct Handling(Arc<Activity>);
+
+impl Handling {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.handling.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A stream that records in its [`Activity`] when it last moved a byte.
 struct ActivityIo {
     inner: Stream,
-    activity: Arc<AtomicU64>,
-    epoch: Instant,
+    activity: Arc<Activity>,
 }
 
 impl ActivityIo {
     fn touch(&self) {
-        self.activity
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.activity.touch();
     }
 }
 

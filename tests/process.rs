@@ -728,6 +728,63 @@ fn a_call_failed_mid_upload_says_connection_close() {
     }
 }
 
+/// The idle timeout closes a connection that sits between requests, but never one whose
+/// request is being handled: a call whose budget is longer than `--idle-timeout-ms`,
+/// stalled in its upload or waiting for the busy worker, gets its 504 at its deadline
+/// rather than a silent close (the answer would be lost).
+///
+/// Proof without timing: the budgets (1.5 s) are far past the idle timeout (100 ms), so
+/// a connection cut at the idle timeout would read as EOF with no answer; and the
+/// blocker, whose own connection moves no byte while its work runs, is still being
+/// served after both 504s.
+#[test]
+fn the_idle_timeout_closes_idle_connections_but_never_a_call_in_progress() {
+    use std::io::{Read, Write};
+    let n = start(&[
+        &["--workers", "1", "--idle-timeout-ms", "100"],
+        &BLOCKER_ARGS,
+        &QUIET_PROBE,
+    ]);
+    wait_first_probe_round(&n);
+
+    // Idle between requests: answered, then closed by normd (EOF, not our read timeout).
+    let mut s = std::os::unix::net::UnixStream::connect(n.socket_path()).expect("connect");
+    s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let reply = parse_raw_response(&read_reply_bytes(&mut s));
+    assert_eq!(status_of(&reply), 200);
+    let mut rest = Vec::new();
+    let closed = s.read_to_end(&mut rest);
+    assert!(
+        matches!(closed, Ok(0)),
+        "an idle connection is closed by normd: {closed:?}"
+    );
+
+    let blocker = Blocker::start(&n);
+    let body = br#"{"waits": "for the worker"}"#.to_vec();
+    // Waiting for the worker: the body is in, nothing moves until the deadline.
+    let queued = Held::open(n.socket_path(), "/norm?encoding=identity", 1500, &[], body);
+    // Stalled upload: the head declares a body that never comes.
+    let mut stalled = Held::open(
+        n.socket_path(),
+        "/norm?encoding=identity",
+        1500,
+        &[],
+        vec![b' '; 4096],
+    );
+    assert_problem(&queued.finish(), 504, "deadline_exceeded");
+    assert_problem(&stalled.reply_without_body(), 504, "deadline_exceeded");
+
+    // The blocker moved no byte for far longer than the idle timeout, and its call is
+    // still being handled on an open connection (the queued call's 504 says the same:
+    // a cut blocker would have freed the worker for it).
+    assert!(
+        blocker.still_waiting(),
+        "the busy call's connection was cut"
+    );
+    blocker.release();
+}
+
 /// Past `--max-connections` (socket and TCP together) a new connection is answered at
 /// once, 429 `overloaded` with `Connection: close`, instead of waiting in the kernel's
 /// backlog; the metrics listener has its own connections and still answers; a

@@ -470,6 +470,15 @@ impl Blocker {
         Blocker { stream }
     }
 
+    /// True while normd keeps the call's connection open without answering it: a read
+    /// that would block (an answer or a close would read at once).
+    pub fn still_waiting(&self) -> bool {
+        self.stream.set_nonblocking(true).expect("nonblocking");
+        let read = (&self.stream).read(&mut [0u8; 1]);
+        self.stream.set_nonblocking(false).expect("blocking");
+        matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// Hangs up: normd drops the call and its work stops at the next checkpoint.
     pub fn release(self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
