@@ -754,9 +754,13 @@ fn resolve_plan(
 
 /// JSON for `application/json`, `*/*+json` or no Content-Type; text for `text/plain`.
 /// A `charset` other than UTF-8 (or its subset US-ASCII) is refused: the body would
-/// otherwise be read as UTF-8 and its text changed.
+/// otherwise be read as UTF-8 and its text changed. An empty `Content-Type:` line names
+/// no media type, so it counts as missing (some clients send one for "unset").
 fn media_mode(headers: &HeaderMap) -> Result<Mode, Problem> {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
+    else {
         return Ok(Mode::Json);
     };
     let text = ct.to_str().unwrap_or("");

@@ -441,6 +441,10 @@ fn norm_default_is_gzip_level_1_of_the_rfc8785_form_with_its_headers() {
         id.len() >= 16 && id.bytes().all(|c| c.is_ascii_hexdigit()),
         "{id}"
     );
+    // An empty Content-Type names no media type: read as missing, so JSON too.
+    let (s, _, b) = n.unix("POST", "/norm", &[("content-type", "")], KNOWN);
+    assert_eq!(s, 200);
+    assert_eq!(gunzip(&b), KNOWN_CANONICAL.as_bytes());
     // +json media types are JSON mode.
     let (s, _, b) = n.tcp(
         "POST",
