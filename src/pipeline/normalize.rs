@@ -111,10 +111,17 @@ fn fix_string(s: &mut String, trim: bool, nfc: bool) {
     }
 }
 
+fn changes_when_lowercased(c: char) -> bool {
+    !c.to_lowercase().eq(std::iter::once(c))
+}
+
 fn lowercase_at(value: &mut Value, segments: &[String]) {
     let Some((head, rest)) = segments.split_first() else {
         if let Value::String(s) = value {
-            if s.chars().any(char::is_uppercase) {
+            // Most values are lowercase already: only those that change are rebuilt. The
+            // test is the mapping itself, not `is_uppercase`: titlecase letters (`ǅ`,
+            // `ᾈ`) are not Uppercase yet have a lowercase form.
+            if s.chars().any(changes_when_lowercased) {
                 *s = s.to_lowercase();
             }
         }
@@ -235,6 +242,23 @@ mod tests {
         assert_eq!(v["customer"]["name"], "Ann");
         assert_eq!(v["items"], json!([{"sku": "ab-1"}, {"sku": "cd-2"}]));
         assert_eq!(v["a/b"]["~c"], "up");
+    }
+
+    #[test]
+    fn titlecase_letters_are_lowercased_alone_too() {
+        // ǅ (U+01C5) and ᾈ (U+1F88) are titlecase (Lt), not Uppercase; a string of them
+        // alone, or beside lowercase letters, changes as it does beside an uppercase one.
+        for (input, want) in [
+            ("\u{1c5}", "\u{1c6}"),
+            ("a\u{1c5}", "a\u{1c6}"),
+            ("A\u{1c5}", "a\u{1c6}"),
+            ("\u{1f88}", "\u{1f80}"),
+            ("already lower", "already lower"),
+        ] {
+            let mut v = json!({"k": input});
+            apply(&mut v, &rules(false, false, &["/k"], false));
+            assert_eq!(v["k"], want, "{input:?}");
+        }
     }
 
     #[test]
