@@ -72,12 +72,17 @@ pub enum CanonError {
         column: usize,
         message: String,
     },
-    #[error("duplicate member name {key:?} in the object at JSON pointer {pointer:?}")]
+    #[error(
+        "duplicate member name {} in the object at JSON pointer {}",
+        json_quoted(.key),
+        json_quoted(.pointer)
+    )]
     DuplicateKey { pointer: String, key: String },
     #[error("nesting is deeper than the limit of {limit}")]
     TooDeep { limit: usize },
     #[error(
-        "number {input} at JSON pointer {pointer:?} cannot be canonicalized without changing its value ({})",
+        "number {input} at JSON pointer {} cannot be canonicalized without changing its value ({})",
+        json_quoted(.pointer),
         describe_canonical(.canonical.as_deref())
     )]
     NumberPrecision {
@@ -87,6 +92,12 @@ pub enum CanonError {
         /// could write (beyond the largest double).
         canonical: Option<String>,
     },
+}
+
+/// A name or pointer as a JSON string, so the detail shows it as the payload's author
+/// would write it (`"a\u0010"`), not in Rust's debug form (`"a\u{10}"`).
+fn json_quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
 }
 
 fn describe_canonical(canonical: Option<&str>) -> String {
@@ -1510,6 +1521,12 @@ mod tests {
         assert_eq!(
             err.to_string(),
             r#"duplicate member name "k" in the object at JSON pointer "/x""#
+        );
+        // Names and pointers are quoted as JSON strings, control characters escaped.
+        let err = jcs(r#"{"\u0010":{"k\"":1,"k\"":2}}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"duplicate member name "k\"" in the object at JSON pointer "/\u0010""#
         );
         // Same name in different objects is fine; so are names differing only
         // in normalization form.
