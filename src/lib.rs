@@ -14,10 +14,12 @@
 //! - [`telemetry`] metric names, Prometheus rendering, JSON logs, trace ids
 //! - [`error`]     the one problem type and the one failure → status/code map
 //! - [`client`]    a one-shot HTTP client over either transport (self-probe, `normd probe`)
-//! - [`sched`]     a scheduling hint for the I/O threads (the crate's one `unsafe` call)
+//! - [`sched`]     a scheduling hint for the I/O threads (one of the crate's two `unsafe` calls)
+//! - [`allocator`] freed memory back to the OS under a memory watermark (the other one)
 #![deny(unsafe_code)]
 
 pub mod admission;
+pub mod allocator;
 pub mod api;
 pub mod client;
 pub mod config;

@@ -1,6 +1,7 @@
 //! A scheduling hint for the I/O threads: ask Linux for a short time slice.
 //!
-//! Owns: normd's one `unsafe` block, a raw `sched_setattr(2)` (glibc has no wrapper).
+//! Owns: one of normd's two `unsafe` blocks, a raw `sched_setattr(2)` (glibc has no
+//! wrapper).
 //! Why: in a pod with one CPU, a worker running a pipeline and the I/O thread that must
 //! write a finished answer, or refuse a new call, share that CPU. Linux's EEVDF scheduler
 //! lets the running task use up its slice (about 1–3 ms) before a woken task of the same

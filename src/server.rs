@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 
+use crate::allocator;
 use crate::client::Target;
 use crate::config::Config;
 use crate::health;
@@ -657,6 +658,17 @@ fn spawn_background(
         loop {
             tick.tick().await;
             st.health.memory.sample();
+            if st.health.memory.shedding() || st.health.memory.over_ready() {
+                // Over a watermark, memory freed by finished calls must leave the process
+                // now, not when the allocator next gets around to it (see `allocator`).
+                if tokio::task::spawn_blocking(allocator::release_freed_memory)
+                    .await
+                    .is_ok()
+                {
+                    telemetry::memory_released();
+                    st.health.memory.sample();
+                }
+            }
             st.health.publish();
             n += 1;
             if n % 50 == 0 {

@@ -47,6 +47,7 @@ pub const MEMORY_SHED_WATERMARK_BYTES: &str = "normd_memory_shed_watermark_bytes
 pub const DEADLINE_BUDGET_SECONDS: &str = "normd_deadline_budget_seconds";
 pub const CANCELLED_TOTAL: &str = "normd_cancelled_before_start_total";
 pub const BUILD_INFO: &str = "normd_build_info";
+pub const MEMORY_RELEASES_TOTAL: &str = "normd_memory_releases_total";
 
 /// Latency buckets: 50 µs to 1 s, dense around the 20 ms default budget.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -90,6 +91,7 @@ pub fn install_metrics() {
         for cause in ["client_left", "deadline"] {
             counter!(CANCELLED_TOTAL, "cause" => cause).increment(0);
         }
+        counter!(MEMORY_RELEASES_TOTAL).increment(0);
         for listener in ["unix", "tcp"] {
             counter!(PROBE_FAILURES_TOTAL, "listener" => listener).increment(0);
             counter!(CONNECTIONS_REFUSED_TOTAL, "listener" => listener).increment(0);
@@ -194,6 +196,10 @@ fn describe() {
         "Queued calls skipped because their caller left or their budget ran out"
     );
     describe_gauge!(BUILD_INFO, "Build information");
+    describe_counter!(
+        MEMORY_RELEASES_TOTAL,
+        "Times normd asked its allocator to return freed memory to the OS (over a memory watermark)"
+    );
 }
 
 /// The Prometheus text exposition, process metrics refreshed first.
@@ -360,6 +366,10 @@ pub fn schema_failure(schema: &str) {
 
 pub fn schema_reload(ok: bool) {
     counter!(SCHEMA_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+pub fn memory_released() {
+    counter!(MEMORY_RELEASES_TOTAL).increment(1);
 }
 
 pub fn probe_failure(listener: &'static str) {

@@ -129,7 +129,7 @@ fn metrics_parse_have_every_series_and_count_exactly() {
     });
 
     // Every series of the contract is there, with its declared type.
-    let expected: [(&str, &str, &str); 17] = [
+    let expected: [(&str, &str, &str); 18] = [
         ("normd_requests_total", "counter", "normd_requests_total"),
         (
             "normd_request_duration_seconds",
@@ -175,6 +175,11 @@ fn metrics_parse_have_every_series_and_count_exactly() {
             "normd_flag_reloads_total",
         ),
         ("normd_build_info", "gauge", "normd_build_info"),
+        (
+            "normd_memory_releases_total",
+            "counter",
+            "normd_memory_releases_total",
+        ),
         (
             "process_resident_memory_bytes",
             "gauge",

@@ -381,6 +381,82 @@ fn memory_pressure_fails_readiness_and_sheds_work() {
     assert_eq!(m.sum("normd_memory_shedding", &[]), 1.0);
 }
 
+/// A JSON array of `n` small objects: its parse tree costs several times its text, all
+/// of it freed when the call ends.
+fn tree_heavy_document(n: usize) -> String {
+    let items: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"id":{i},"name":"item {i}","tags":["a","b"],"v":{i}.5}}"#))
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+/// Over a memory watermark, normd makes its allocator return what finished calls freed
+/// (the allocator would otherwise keep it resident until its own threads next run), so
+/// shedding ends when the memory is really free, not seconds later.
+///
+/// The watermarks are placed around one call: the shed watermark 24 MiB above this
+/// build's idle RSS, and one call whose parse tree holds more than that. The release is
+/// observed in `normd_memory_releases_total`; then shedding clears and work is served.
+#[test]
+fn over_a_watermark_freed_memory_is_released_and_shedding_clears() {
+    const MIB: u64 = 1 << 20;
+    let doc = tree_heavy_document(80_000); // ≈ 4.8 MB of text, tens of MB of tree
+    let args = |limit: &str| -> Vec<String> {
+        args(&[
+            &["--memory-limit", limit, "--max-body-bytes", "16Mi"],
+            &["--max-inflight-bytes", "1Gi", "--max-deadline-ms", "60000"],
+            &QUIET_PROBE,
+        ])
+    };
+    // This build's RSS once it has served one small call, with no watermark near.
+    let idle = {
+        let n = Normd::builder().args(&args("64Gi")).start();
+        assert_eq!(
+            status_of(&n.unix("POST", "/norm", &OK_CALL, r#"{"a":1}"#)),
+            200
+        );
+        n.rss_bytes().expect("RSS")
+    };
+    let limit = ((idle + 24 * MIB) as f64 / 0.9) as u64;
+    let n = Normd::builder().args(&args(&limit.to_string())).start();
+    assert_eq!(
+        status_of(&n.unix("POST", "/norm", &OK_CALL, r#"{"a":1}"#)),
+        200
+    );
+    let before = metrics(&n);
+    assert_eq!(
+        before.sum("normd_memory_shedding", &[]),
+        0.0,
+        "{}",
+        before.text
+    );
+    assert_eq!(before.sum("normd_memory_releases_total", &[]), 0.0);
+
+    let reply = n.unix("POST", "/normalize", &OK_CALL, doc);
+    assert_eq!(
+        status_of(&reply),
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&reply.2)
+    );
+
+    wait_metrics(&n, "a release of freed memory", |m| {
+        m.sum("normd_memory_releases_total", &[]) >= 1.0
+    });
+    let m = wait_metrics(&n, "shedding to clear", |m| {
+        m.sum("normd_memory_shedding", &[]) == 0.0
+    });
+    assert!(
+        m.sum("normd_memory_usage_bytes", &[]) < limit as f64 * 0.85,
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        status_of(&n.unix("POST", "/norm", &OK_CALL, r#"{"a":1}"#)),
+        200
+    );
+}
+
 /// Issue: deleting the socket file makes the self-probe fail, and after
 /// `--probe-failures 2` rounds /readyz (asked over TCP) is 503 naming "probe".
 #[test]
