@@ -68,7 +68,8 @@ pub fn is_work_path(path: &str) -> bool {
     )
 }
 
-/// Wire bytes of the request body, reported by work handlers for logs and metrics.
+/// Wire bytes of the request body, reported by work handlers (on every answer) for logs
+/// and the bytes metrics; only work handlers' answers carry it.
 #[derive(Debug, Clone, Copy)]
 pub struct InBytes(pub usize);
 
@@ -94,10 +95,16 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let took = received.elapsed();
     let status = response.status().as_u16();
     let code = response.extensions().get::<Code>().map(|c| c.as_str());
-    let in_bytes = response.extensions().get::<InBytes>().map_or(0, |b| b.0);
+    let work_bytes = response.extensions().get::<InBytes>().map(|b| b.0);
+    let in_bytes = work_bytes.unwrap_or(0);
     let out_bytes = http_body::Body::size_hint(response.body())
         .exact()
         .unwrap_or(0) as usize;
+    // A work handler's answer, whatever its status: a 422's problem or a 504's body read
+    // in full are bytes in and out as much as a 200's (canaries apart, as above).
+    if work_bytes.is_some() {
+        telemetry::bytes(route, in_bytes, out_bytes);
+    }
     if let Ok(v) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert("x-request-id", v);
     }
@@ -155,7 +162,9 @@ pub struct ConnectionLimited(pub String);
 async fn work(state: AppState, route: Route, req: Request) -> Response {
     if let Some(limited) = req.extensions().get::<ConnectionLimited>() {
         telemetry::rejection("overloaded");
-        return Problem::new(Code::Overloaded, limited.0.clone()).into_response();
+        let mut r = Problem::new(Code::Overloaded, limited.0.clone()).into_response();
+        r.extensions_mut().insert(InBytes(0)); // its body is discarded unread
+        return r;
     }
     let received = Instant::now();
     let _inflight = InflightGauge::enter();
@@ -416,15 +425,6 @@ async fn work_inner(
             r
         }
     };
-    let out_len = http_body::Body::size_hint(response.body())
-        .exact()
-        .unwrap_or(0) as usize;
-    // Canaries apart, as in `normd_requests_total`: the bytes of /norm are the app's.
-    telemetry::bytes(
-        if is_probe { "probe" } else { route.name() },
-        in_bytes,
-        out_len,
-    );
     response.extensions_mut().insert(InBytes(in_bytes));
     Ok(response)
 }

@@ -112,12 +112,9 @@ fn metrics_parse_have_every_series_and_count_exactly() {
         assert_eq!(header(&headers, "x-normd-encoding"), "gzip");
         out_bytes += body.len();
     }
-    let invalid = post_json(
-        &n,
-        "/norm?schema=order.v1",
-        &[],
-        fixture("order_invalid.json"),
-    );
+    let invalid_body = fixture("order_invalid.json");
+    let invalid_len = invalid_body.len();
+    let invalid = post_json(&n, "/norm?schema=order.v1", &[], invalid_body);
     assert_problem(&invalid, 422, "schema_violation");
     // A flags reload, to have a reload counted.
     write_atomically(
@@ -265,11 +262,15 @@ fn metrics_parse_have_every_series_and_count_exactly() {
         delta("normd_request_duration_seconds_count", &norm),
         sent as f64 + 1.0
     );
+    // Every answer's bytes, the 422 (its body in, its problem out) as well as the 200s.
     assert_eq!(
         delta("normd_bytes_in_total", &norm),
-        (sent * order.len()) as f64
+        (sent * order.len() + invalid_len) as f64
     );
-    assert_eq!(delta("normd_bytes_out_total", &norm), out_bytes as f64);
+    assert_eq!(
+        delta("normd_bytes_out_total", &norm),
+        (out_bytes + invalid.2.len()) as f64
+    );
     assert_eq!(
         delta("normd_compression_ratio_count", &[("encoding", "gzip")]),
         sent as f64
