@@ -475,16 +475,8 @@ impl Config {
         if socket.is_none() && listen.is_none() {
             err("both listeners are off (--socket '' and --listen ''): nothing to serve".into());
         }
-        let schemas = match args.schemas.or(file.schemas) {
-            Some(dir) => SchemaSource::Dir(dir),
-            None if Path::new("schemas").is_dir() => SchemaSource::Dir(PathBuf::from("schemas")),
-            None => SchemaSource::Embedded,
-        };
-        let flags = match args.flags.or(file.flags) {
-            Some(path) if path.as_os_str().is_empty() => None,
-            Some(path) => Some(path),
-            None => Some(PathBuf::from(DEFAULT_FLAGS)).filter(|p| p.is_file()),
-        };
+        let schemas = schema_source(args.schemas.or(file.schemas));
+        let flags = flags_path(args.flags.or(file.flags));
         let socket_mode_text = args
             .socket_mode
             .or(file.socket_mode)
@@ -750,6 +742,50 @@ impl Config {
             log_sample,
             profiles,
         })
+    }
+}
+
+/// `--schemas` if given, else `./schemas` if it is a directory, else the embedded set.
+fn schema_source(named: Option<PathBuf>) -> SchemaSource {
+    match named {
+        Some(dir) => SchemaSource::Dir(dir),
+        None if Path::new("schemas").is_dir() => SchemaSource::Dir(PathBuf::from("schemas")),
+        None => SchemaSource::Embedded,
+    }
+}
+
+/// `--flags` if given ('' = none), else `./flags.json` if it is a file.
+fn flags_path(named: Option<PathBuf>) -> Option<PathBuf> {
+    match named {
+        Some(path) if path.as_os_str().is_empty() => None,
+        Some(path) => Some(path),
+        None => Some(PathBuf::from(DEFAULT_FLAGS)).filter(|p| p.is_file()),
+    }
+}
+
+/// What `serve` would read besides its settings: the schemas, the flags file and the
+/// schema each profile names. `check` verifies these even when some setting is invalid,
+/// so that one run names every problem.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub schemas: SchemaSource,
+    pub flags: Option<PathBuf>,
+    /// (profile, schema) for every profile in the file that names a schema, whether or
+    /// not the rest of the profile is valid.
+    pub profile_schemas: Vec<(String, String)>,
+}
+
+impl Sources {
+    pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Self {
+        Sources {
+            schemas: schema_source(args.schemas.clone().or_else(|| file.schemas.clone())),
+            flags: flags_path(args.flags.clone().or_else(|| file.flags.clone())),
+            profile_schemas: file
+                .profiles
+                .iter()
+                .filter_map(|(name, p)| Some((name.clone(), p.schema.clone()?)))
+                .collect(),
+        }
     }
 }
 

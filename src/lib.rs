@@ -135,7 +135,12 @@ impl AppState {
 
 /// Loads the configured schema source.
 pub fn load_schemas(config: &Config) -> Result<SchemaSet, Vec<String>> {
-    let loaded = match &config.schemas {
+    load_schemas_from(&config.schemas)
+}
+
+/// Loads the schemas from `source`; every error, one per bad file.
+pub fn load_schemas_from(source: &SchemaSource) -> Result<SchemaSet, Vec<String>> {
+    let loaded = match source {
         SchemaSource::Dir(dir) => SchemaSet::load_dir(dir),
         SchemaSource::Embedded => SchemaSet::embedded(),
     };
@@ -144,17 +149,28 @@ pub fn load_schemas(config: &Config) -> Result<SchemaSet, Vec<String>> {
 
 /// Every profile's schema must exist.
 pub fn check_profiles(config: &Config, schemas: &SchemaSet) -> Result<(), Vec<String>> {
-    let errors: Vec<String> = config
-        .profiles
-        .iter()
-        .filter_map(|(name, p)| {
-            let s = p.schema.as_ref()?;
-            schemas.get(s).is_none().then(|| {
-                format!(
-                    "profile {name:?}: schema {s:?} is not in the schemas dir (known: {})",
-                    schemas.names().join(", ")
-                )
-            })
+    check_profile_schemas(
+        config
+            .profiles
+            .iter()
+            .filter_map(|(name, p)| Some((name.as_str(), p.schema.as_deref()?))),
+        schemas,
+    )
+}
+
+/// Every (profile, schema) pair's schema must exist.
+pub fn check_profile_schemas<'a>(
+    named: impl IntoIterator<Item = (&'a str, &'a str)>,
+    schemas: &SchemaSet,
+) -> Result<(), Vec<String>> {
+    let errors: Vec<String> = named
+        .into_iter()
+        .filter(|(_, s)| schemas.get(s).is_none())
+        .map(|(name, s)| {
+            format!(
+                "profile {name:?}: schema {s:?} is not in the schemas dir (known: {})",
+                schemas.names().join(", ")
+            )
         })
         .collect();
     if errors.is_empty() {

@@ -126,21 +126,39 @@ fn report(stage: &str, errors: &[String], code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Validates exactly what `serve` would load, without binding anything.
+/// Validates exactly what `serve` would load, without binding anything, and names every
+/// problem in one run: the schemas, profiles' schema names and the flags file are
+/// checked even when some setting is invalid.
 fn check(args: ServeArgs) -> ExitCode {
-    let config = match Config::load(args) {
-        Ok(c) => c,
-        Err(errors) => return report("check", &errors, 1),
+    let file = match &args.config {
+        // Without the file, where the schemas and flags are is unknown: that error alone.
+        Some(path) => match config::read_file_config(path) {
+            Ok(f) => f,
+            Err(e) => return report("check", &[e], 1),
+        },
+        None => config::FileConfig::default(),
     };
+    let sources = config::Sources::resolve(&args, &file);
     let mut errors = Vec::new();
-    match normd::load_schemas(&config) {
+    let config = match Config::resolve(args, file) {
+        Ok(c) => Some(c),
+        Err(mut e) => {
+            errors.append(&mut e);
+            None
+        }
+    };
+    match normd::load_schemas_from(&sources.schemas) {
         Ok(set) => {
-            if let Err(mut e) = normd::check_profiles(&config, &set) {
+            let named = sources
+                .profile_schemas
+                .iter()
+                .map(|(p, s)| (p.as_str(), s.as_str()));
+            if let Err(mut e) = normd::check_profile_schemas(named, &set) {
                 errors.append(&mut e);
             } else if set.is_empty() {
                 // serve would start not ready (the `schemas` check) and answer 503
                 // `not_ready` to every call naming a schema.
-                if let config::SchemaSource::Dir(d) = &config.schemas {
+                if let config::SchemaSource::Dir(d) = &sources.schemas {
                     errors.push(format!(
                         "schemas: no *.json in {}: serve would not be ready",
                         d.display()
@@ -150,7 +168,7 @@ fn check(args: ServeArgs) -> ExitCode {
                 println!(
                     "schemas: {} loaded from {}",
                     set.len(),
-                    match &config.schemas {
+                    match &sources.schemas {
                         config::SchemaSource::Dir(d) => d.display().to_string(),
                         config::SchemaSource::Embedded => "the binary (embedded)".into(),
                     }
@@ -160,13 +178,13 @@ fn check(args: ServeArgs) -> ExitCode {
         Err(mut e) => errors.append(&mut e),
     }
     // The group is applied to the socket only; with the socket off, serve ignores it.
-    if let (Some(_), Some(group)) = (&config.socket, &config.socket_group) {
+    if let Some((Some(_), Some(group))) = config.as_ref().map(|c| (&c.socket, &c.socket_group)) {
         match normd::server::resolve_group(group) {
             Ok(gid) => println!("socket group: {group} (gid {gid})"),
             Err(e) => errors.push(e),
         }
     }
-    match &config.flags {
+    match &sources.flags {
         None => println!("flags: no file (all endpoints enabled)"),
         Some(path) if path.exists() => match normd::flags::check_file(path) {
             Ok(()) => println!("flags: {} ok", path.display()),
@@ -177,7 +195,9 @@ fn check(args: ServeArgs) -> ExitCode {
             path.display()
         ),
     }
-    println!("profiles: {}", config.profiles.len());
+    if let Some(config) = &config {
+        println!("profiles: {}", config.profiles.len());
+    }
     if errors.is_empty() {
         println!("ok");
         ExitCode::SUCCESS

@@ -1778,6 +1778,29 @@ fn check_names_what_is_broken() {
     std::fs::write(p("c.toml"), "[profiles.bad]\nschema = \"nope.v9\"\n").expect("config");
     let err = run(&["check", "--schemas", schemas, "--config", &p("c.toml")]);
     assert!(err.contains("\"bad\"") && err.contains("nope.v9"), "{err}");
+    // Every problem in one run: a bad setting does not hide a bad flags file, a broken
+    // schema or a profile's unknown schema, nor does a profile's other error.
+    std::fs::write(
+        p("all.toml"),
+        "[profiles.worse]\nschema = \"nope.v9\"\nencoding = \"lz4\"\n",
+    )
+    .expect("config");
+    let err = run(&[
+        "check",
+        "--schemas",
+        broken.path().to_str().expect("utf-8"),
+        "--flags",
+        &p("typo.json"),
+        "--config",
+        &p("all.toml"),
+        "--max-depth",
+        "0",
+    ]);
+    for needle in ["--max-depth 0", "lz4", "broken.v1.json", "nrom"] {
+        assert!(err.contains(needle), "{needle:?} in:\n{err}");
+    }
+    let err = run(&["check", "--schemas", schemas, "--config", &p("all.toml")]);
+    assert!(err.contains("lz4") && err.contains("nope.v9"), "{err}");
     // An unknown key in the config file.
     std::fs::write(p("k.toml"), "max_bodybytes = 1\n").expect("config");
     let err = run(&["check", "--schemas", schemas, "--config", &p("k.toml")]);
