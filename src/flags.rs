@@ -37,6 +37,54 @@ fn hundred() -> u8 {
     100
 }
 
+/// A flag as written in the file: `rollout_percent` read as any integer, so that a value
+/// out of range is refused naming its endpoint and the bound (read as `u8` directly, 500
+/// would only say "expected u8").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFlag {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "hundred_wide")]
+    rollout_percent: WidePercent,
+}
+
+fn hundred_wide() -> WidePercent {
+    WidePercent(100)
+}
+
+/// Any integer (saturated to `i64`); fractions and strings are still type errors.
+#[derive(Debug)]
+struct WidePercent(i64);
+
+impl<'de> Deserialize<'de> for WidePercent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = WidePercent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer percentage 0..=100")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<WidePercent, E> {
+                Ok(WidePercent(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<WidePercent, E> {
+                Ok(WidePercent(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            // JSON reads an integer literal past 64 bits as a float: out of range, not a
+            // fraction. Any other float is the type error it looks like.
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<WidePercent, E> {
+                if v.fract() == 0.0 && v.abs() >= 9.2e18 {
+                    Ok(WidePercent(if v > 0.0 { i64::MAX } else { i64::MIN }))
+                } else {
+                    Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        d.deserialize_i64(Visit)
+    }
+}
+
 impl Default for Flag {
     fn default() -> Self {
         Self {
@@ -317,7 +365,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Flag>, String
             path.display()
         ));
     }
-    let raw: BTreeMap<String, Flag> = if is_yaml(path) {
+    let raw: BTreeMap<String, FileFlag> = if is_yaml(path) {
         let yaml_error = |e: serde_norway::Error| format!("flags {}: {e}", path.display());
         // Comments alone (or a bare `---`) are no document, which serde reads as `{}`.
         let doc: serde_norway::Value = serde_norway::from_slice(bytes).map_err(yaml_error)?;
@@ -340,14 +388,23 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Flag>, String
                 ENDPOINTS.join(", ")
             ));
         }
-        if flag.rollout_percent > 100 {
+        let Ok(rollout_percent) = u8::try_from(flag.rollout_percent.0)
+            .map_err(drop)
+            .and_then(|p| if p <= 100 { Ok(p) } else { Err(()) })
+        else {
             return Err(format!(
-                "flags {}: {name}.rollout_percent {} is above 100",
+                "flags {}: {name}.rollout_percent {} is outside 0..=100",
                 path.display(),
-                flag.rollout_percent
+                flag.rollout_percent.0
             ));
-        }
-        flags.insert(name, flag);
+        };
+        flags.insert(
+            name,
+            Flag {
+                enabled: flag.enabled,
+                rollout_percent,
+            },
+        );
     }
     Ok(flags)
 }
@@ -503,7 +560,23 @@ mod tests {
     fn typos_are_errors() {
         assert!(parse(Path::new("f.json"), br#"{"nrom":{}}"#).is_err());
         assert!(parse(Path::new("f.json"), br#"{"norm":{"enable":false}}"#).is_err());
-        assert!(parse(Path::new("f.json"), br#"{"norm":{"rollout_percent":101}}"#).is_err());
+        // Out of range, in or beyond a byte: refused naming the endpoint and the bound.
+        for v in ["101", "500", "-5", "99999999999999999999"] {
+            let mut docs = vec![("f.json", format!(r#"{{"norm":{{"rollout_percent":{v}}}}}"#))];
+            if v.len() < 19 {
+                // (YAML past 64 bits is refused by the YAML reader itself.)
+                docs.push(("f.yaml", format!("norm:\n  rollout_percent: {v}\n")));
+            }
+            for (name, doc) in docs {
+                let e = parse(Path::new(name), doc.as_bytes()).unwrap_err();
+                assert!(
+                    e.contains("norm.rollout_percent") && e.contains("outside 0..=100"),
+                    "{name} {v}: {e}"
+                );
+            }
+        }
+        let e = parse(Path::new("f.json"), br#"{"norm":{"rollout_percent":50.5}}"#).unwrap_err();
+        assert!(e.contains("an integer percentage 0..=100"), "{e}");
         assert!(parse(Path::new("f.yaml"), b"norm:\n  enabled: nope\n").is_err());
     }
 
