@@ -64,6 +64,7 @@ pub struct ServeArgs {
     #[arg(long, env = "NORMD_SCHEMAS")]
     pub schemas: Option<PathBuf>,
     /// Config file (.toml, .yaml or .yml): any setting below in snake_case, plus [profiles.NAME].
+    /// Flags and env override it. [default: none: flags, env and the defaults below]
     #[arg(long, env = "NORMD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Feature flags file (JSON or YAML), polled for changes; '' for none.
@@ -270,11 +271,38 @@ pub struct FileConfig {
 }
 
 /// Sizes in a config file may be numbers or strings with suffixes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+///
+/// Deserialized by hand rather than as an untagged enum: an untagged enum's error is "data
+/// did not match any variant", with no key or position from the YAML reader; this one
+/// says what was expected, and the reader adds where.
+#[derive(Debug, Clone)]
 enum ByteSize {
     Number(u64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size in bytes: a whole number, or a string such as \"64Mi\"")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize::Number(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize::Number)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ByteSize, E> {
+                Ok(ByteSize::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 impl ByteSize {
@@ -1126,5 +1154,23 @@ deadline_ms = 25
         .unwrap();
         let errors = Config::resolve(ServeArgs::default(), file).unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:#?}");
+    }
+
+    #[test]
+    fn sizes_are_numbers_or_suffixed_strings_and_a_bad_one_is_located() {
+        for (name, text) in [
+            ("c.yaml", "memory_limit: \"64Mi\"\nmax_body_bytes: 2048\n"),
+            ("c.toml", "memory_limit = \"64Mi\"\nmax_body_bytes = 2048\n"),
+        ] {
+            let file = parse_file_config(Path::new(name), text).unwrap();
+            let c = Config::resolve(ServeArgs::default(), file).unwrap();
+            assert_eq!((c.memory_limit, c.max_body_bytes), (Some(64 << 20), 2048));
+        }
+        // A negative size: the key, the line and what a size is, in YAML as in TOML.
+        let e = parse_file_config(Path::new("c.yaml"), "memory_limit: -1\n").unwrap_err();
+        assert!(
+            e.contains("memory_limit") && e.contains("line 1") && e.contains("size in bytes"),
+            "{e}"
+        );
     }
 }
