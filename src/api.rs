@@ -232,9 +232,10 @@ async fn work_inner(
         .and_then(|v| v.parse::<usize>().ok());
     if declared_len.is_some_and(|len| len > max_body) {
         // Whatever the answer (413 below, or an earlier refusal), this body will not be
-        // read, so the connection cannot carry another request: say so, and do not
-        // spend time discarding it.
-        unread.close_connection();
+        // read, so the connection cannot carry another request: say so. What the client
+        // is still sending is discarded for a while after the answer (a lingering
+        // close), or its write would fail first and it could miss the answer.
+        unread.linger_then_close();
         *body_abandoned = true;
     }
     let is_probe = headers
@@ -450,18 +451,26 @@ impl Unread {
         self.body.take().unwrap_or_default()
     }
 
-    /// Over the size cap: do not read it, let the connection close.
-    fn close_connection(&mut self) {
-        self.limit = 0;
+    /// Over the size cap: the connection closes after the answer, but first what the
+    /// client sends on is discarded, up to [`LINGER_BYTES`] (and the time bound): a
+    /// client still writing a refused body would otherwise get a reset (EPIPE) before
+    /// it reads the 413, and take a dead connection for the answer (RFC 9112 §9.6).
+    fn linger_then_close(&mut self) {
+        self.limit = LINGER_BYTES;
     }
 }
+
+/// Bytes of an over-the-cap body discarded after its 413, before the connection closes:
+/// enough for the bodies an app sends by mistake (a document a few times the cap), small
+/// next to what an upload costs the client, and never buffered.
+const LINGER_BYTES: usize = 64 << 20;
 
 impl Drop for Unread {
     fn drop(&mut self) {
         let (Some(mut body), limit) = (self.body.take(), self.limit) else {
             return;
         };
-        if limit == 0 || http_body::Body::is_end_stream(&body) {
+        if http_body::Body::is_end_stream(&body) {
             return;
         }
         tokio::spawn(async move {

@@ -799,6 +799,32 @@ fn a_call_failed_mid_upload_says_connection_close() {
     }
 }
 
+/// A body over `--max-body-bytes` gets its 413 at once, and what the client still sends
+/// is discarded before the connection closes (a lingering close): a client that writes
+/// its whole body before reading (as most HTTP clients do) finishes writing and reads
+/// the 413, instead of failing with EPIPE and taking it for a dead sidecar.
+#[test]
+fn an_over_the_cap_body_is_discarded_so_the_client_reads_its_413() {
+    use std::io::Write;
+    let n = start(&[&["--max-body-bytes", "65536"], &QUIET_PROBE]);
+    // 4 MiB: far more than a socket buffer holds, so the write can only complete if
+    // normd reads it.
+    let body = vec![b' '; 4 << 20];
+    let mut s = std::os::unix::net::UnixStream::connect(n.socket_path()).expect("connect");
+    s.set_write_timeout(Some(WAIT)).expect("write timeout");
+    let head = format!(
+        "POST /norm HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("head");
+    s.write_all(&body)
+        .expect("the whole body is taken, though it is refused");
+    let reply = parse_raw_response(&read_reply_bytes(&mut s));
+    assert_problem(&reply, 413, "payload_too_large");
+    assert_eq!(header(&reply.1, "connection"), "close");
+}
+
 /// The idle timeout closes a connection that sits between requests, but never one whose
 /// request is being handled: a call whose budget is longer than `--idle-timeout-ms`,
 /// stalled in its upload or waiting for the busy worker, gets its 504 at its deadline
