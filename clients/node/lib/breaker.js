@@ -6,6 +6,12 @@
  *
  *   closed --N consecutive failures--> open --cooldown elapsed--> half_open
  *   half_open: exactly one probe call passes; success → closed, failure → open
+ *
+ * A call gets a ticket from tryAcquire() and hands it back with its outcome. A
+ * ticket from before the last open or close (a slow call that was already out
+ * when the breaker opened) no longer moves the breaker: a late 200 must not
+ * close an open breaker without its cooldown and probe, and a late failure
+ * must not re-open one its probe just closed.
  */
 
 class CircuitBreaker {
@@ -26,36 +32,55 @@ class CircuitBreaker {
     this.openedTotal = 0;
     this._openedAt = 0;
     this._probeInFlight = false;
+    /** Bumped on every open and every close, so tickets from before are stale. */
+    this._epoch = 0;
   }
 
   /**
-   * Ask to send one call. Returns false when the call must short-circuit.
-   * A `true` in half_open hands out the single probe slot.
+   * Ask to send one call. Returns null when the call must short-circuit, else
+   * the call's ticket (in half_open, the single probe's).
+   * @returns {{epoch: number, probe: boolean}|null}
    */
   tryAcquire() {
-    if (this.state === 'closed') return true;
+    if (this.state === 'closed') return { epoch: this._epoch, probe: false };
     if (this.state === 'open') {
-      if (this._now() - this._openedAt < this.cooldownMs) return false;
+      if (this._now() - this._openedAt < this.cooldownMs) return null;
       this.state = 'half_open';
       this._probeInFlight = false;
     }
     // half_open
-    if (this._probeInFlight) return false;
+    if (this._probeInFlight) return null;
     this._probeInFlight = true;
-    return true;
+    return { epoch: this._epoch, probe: true };
   }
 
-  /** normd answered sanely (200, or a contract error that proves it is alive). */
-  onSuccess() {
-    this.consecutiveFailures = 0;
-    this._probeInFlight = false;
-    this.state = 'closed';
+  /**
+   * normd answered sanely (200, or a contract error that proves it is alive).
+   * @param {{epoch: number, probe: boolean}} ticket
+   */
+  onSuccess(ticket) {
+    if (ticket.epoch !== this._epoch) return;
+    if (this.state === 'closed') {
+      this.consecutiveFailures = 0;
+    } else if (this.state === 'half_open' && ticket.probe) {
+      this.consecutiveFailures = 0;
+      this._probeInFlight = false;
+      this.state = 'closed';
+      this._epoch++;
+    }
   }
 
-  /** normd failed (overloaded, unavailable, deadline, connection, timeout, 5xx). */
-  onFailure() {
-    this.consecutiveFailures++;
-    if (this.state === 'half_open' || (this.state === 'closed' && this.consecutiveFailures >= this.failureThreshold)) {
+  /**
+   * normd failed (overloaded, unavailable, deadline, connection, timeout, 5xx).
+   * @param {{epoch: number, probe: boolean}} ticket
+   */
+  onFailure(ticket) {
+    if (ticket.epoch !== this._epoch) return;
+    if (this.state === 'closed') {
+      this.consecutiveFailures++;
+      if (this.consecutiveFailures >= this.failureThreshold) this._open();
+    } else if (this.state === 'half_open' && ticket.probe) {
+      this.consecutiveFailures++;
       this._open();
     }
   }
@@ -65,6 +90,7 @@ class CircuitBreaker {
     this._openedAt = this._now();
     this._probeInFlight = false;
     this.openedTotal++;
+    this._epoch++;
   }
 
   /** Current state, advancing open → half_open lazily for reporting. */

@@ -30,6 +30,8 @@ const REASONS = Object.freeze([
 const CONNECT_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'ENOTSOCK', 'EADDRNOTAVAIL', 'EPERM']);
 
 const LOCAL_TIMEOUT = 'NORMD_LOCAL_TIMEOUT';
+/** Code of the error an exchange still out gets when the client is closed. */
+const CLIENT_CLOSED = 'NORMD_CLIENT_CLOSED';
 
 /**
  * @typedef {object} NormdClientOptions
@@ -210,7 +212,8 @@ class NormdClient {
 
     const skip = this._routeReason(opts.key);
     if (skip) return this._fallBack(skip, body, opts, undefined);
-    if (!this._breaker.tryAcquire()) return this._fallBack('breaker_open', body, opts, undefined);
+    const ticket = this._breaker.tryAcquire();
+    if (!ticket) return this._fallBack('breaker_open', body, opts, undefined);
 
     let res;
     try {
@@ -218,14 +221,14 @@ class NormdClient {
     } catch (err) {
       // Any other socket-level failure is normd's side too: `connection`.
       const reason = err && err.code === LOCAL_TIMEOUT ? 'timeout' : 'connection';
-      this._breaker.onFailure();
+      this._breaker.onFailure(ticket);
       return this._fallBack(reason, body, opts, err);
     }
 
     const status = res.status;
     const requestId = /** @type {string|undefined} */ (res.headers['x-request-id']);
     if (status === 200) {
-      this._breaker.onSuccess();
+      this._breaker.onSuccess(ticket);
       this._c.normd_ok++;
       const h = res.headers;
       return {
@@ -244,31 +247,32 @@ class NormdClient {
 
     const problem = parseProblem(res.body, status);
     if (status === 429) {
-      this._breaker.onFailure();
+      this._breaker.onFailure(ticket);
       return this._fallBack('overloaded', body, opts, problemError(problem, status, requestId));
     }
     if (status === 503) {
       if (problem.code === 'disabled') {
-        this._breaker.onSuccess(); // alive and answering; the flag said no
+        this._breaker.onSuccess(ticket); // alive and answering; the flag said no
         return this._fallBack('disabled', body, opts, problemError(problem, status, requestId));
       }
-      this._breaker.onFailure();
+      this._breaker.onFailure(ticket);
       return this._fallBack('unavailable', body, opts, problemError(problem, status, requestId));
     }
     if (status === 504) {
-      this._breaker.onFailure();
+      this._breaker.onFailure(ticket);
       return this._fallBack('deadline', body, opts, problemError(problem, status, requestId));
     }
-    if (status >= 400 && status < 500) {
+    if (CONTRACT_ERRORS.has(status)) {
       // The caller's request or data is wrong: the in-app path would not help.
-      this._breaker.onSuccess();
+      this._breaker.onSuccess(ticket);
       this._c.errors++;
       const code = problem.code || `http_${status}`;
       this._c.errors_by_code[code] = (this._c.errors_by_code[code] || 0) + 1;
       throw new NormdError(problem, { status, requestId });
     }
-    // 500 internal, or anything the contract does not have.
-    this._breaker.onFailure();
+    // 500 internal, or anything the contract does not have (a 401 or 403 from
+    // something in front of normd says nothing about the caller's data).
+    this._breaker.onFailure(ticket);
     return this._fallBack('server_error', body, opts, problemError(problem, status, requestId));
   }
 
@@ -335,10 +339,12 @@ class NormdClient {
         const res = await this._request('GET', '/flags', FLAGS_HEADERS, undefined, timeoutMs);
         if (res.status !== 200) throw new Error(`GET /flags answered ${res.status}`);
         const doc = JSON.parse(res.body.toString('utf8'));
-        if (!doc || typeof doc !== 'object' || (doc.flags !== undefined && (typeof doc.flags !== 'object' || doc.flags === null))) {
+        // Only a flags document ({"flags": {...}, ...}) may move the rollout: any other
+        // JSON a 200 can carry (an array, {}, a health document) keeps the last good flags.
+        if (!isPlainObject(doc) || !isPlainObject(doc.flags)) {
           throw new Error('GET /flags: body is not a flags document');
         }
-        const flag = parseFlag(doc.flags ? doc.flags[this._flagName] : undefined);
+        const flag = parseFlag(doc.flags[this._flagName]);
         this._flags = flag;
         this._flagsInfo = {
           version: doc.version ?? null,
@@ -394,7 +400,12 @@ class NormdClient {
     this._resetCounters();
   }
 
-  /** Stop the refresh timer and destroy every socket, so the process can exit. */
+  /**
+   * Stop the refresh timer, end every exchange still out (calls fall back in-app
+   * as `connection`, including those waiting for a socket behind `maxSockets`,
+   * which would otherwise open new connections after the close) and destroy
+   * every socket, so the process can exit.
+   */
   close() {
     if (this._closed) return;
     this._closed = true;
@@ -402,6 +413,11 @@ class NormdClient {
     this._timer = null;
     if (this._firstFlagsTimer) clearTimeout(this._firstFlagsTimer);
     this._firstFlagsTimer = null;
+    for (const exchange of this._deadlines.takeAll()) {
+      const err = new Error('the normd client was closed');
+      /** @type {any} */ (err).code = CLIENT_CLOSED;
+      exchange.abort(err);
+    }
     this._agent.destroy();
   }
 }
@@ -411,6 +427,13 @@ const kExchange = Symbol('normd.exchange');
 
 /** First retry of a failed first GET /flags; doubles up to the refresh period. */
 const FIRST_FLAGS_RETRY_MS = 100;
+
+/**
+ * The 4xx answers of normd's contract (429 aside): the caller's request or data
+ * is wrong, so the call throws instead of falling back. Any other 4xx is not
+ * normd's contract speaking and falls back as `server_error`.
+ */
+const CONTRACT_ERRORS = new Set([400, 404, 405, 413, 415, 422]);
 
 /** Constant request headers of GET /flags (http.request only reads them). */
 const FLAGS_HEADERS = Object.freeze({ accept: 'application/json' });
@@ -534,6 +557,18 @@ class Exchange {
   _cut(err) {
     const req = /** @type {import('node:http').ClientRequest} */ (this.req);
     this.fail(err);
+    req.destroy(err);
+  }
+
+  /**
+   * The client was closed: end the exchange now (already out of the deadline
+   * queue), whether it waits for a socket, a response or its body.
+   * @param {Error} err
+   */
+  abort(err) {
+    const req = /** @type {import('node:http').ClientRequest} */ (this.req);
+    this._settle();
+    this.reject(err);
     req.destroy(err);
   }
 
@@ -747,12 +782,17 @@ function buildNormRequest(body, opts, defaults, defaultDeadlineMs, defaultPath) 
  */
 function parseFlag(raw) {
   if (raw === undefined || raw === null) return { enabled: true, rollout_percent: 100 };
-  if (typeof raw !== 'object') throw new Error('flag is not an object');
+  if (!isPlainObject(raw)) throw new Error('flag is not an object');
   const enabled = raw.enabled === undefined ? true : raw.enabled;
   if (typeof enabled !== 'boolean') throw new Error('flag.enabled is not a boolean');
   const rp = raw.rollout_percent === undefined ? 100 : raw.rollout_percent;
   if (typeof rp !== 'number' || !Number.isFinite(rp)) throw new Error('flag.rollout_percent is not a number');
   return { enabled, rollout_percent: clampPercent(rp) };
+}
+
+/** A JSON object: not null, not an array. */
+function isPlainObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
 /** Parse a problem+json body; anything unparsable becomes a minimal problem. */

@@ -78,6 +78,21 @@ class DeadlineQueue {
     this._up(last.deadlineIndex);
   }
 
+  /**
+   * Remove and return every pending entry (none of them gets onDeadline), and
+   * disarm the timer: for a client that is closing.
+   * @returns {DeadlineEntry[]}
+   */
+  takeAll() {
+    const all = this._heap;
+    this._heap = [];
+    for (const e of all) e.deadlineIndex = -1;
+    if (this._timer) clearTimeout(this._timer);
+    this._timer = null;
+    this._timerAt = Infinity;
+    return all;
+  }
+
   /** @param {number} at */
   _arm(at) {
     if (this._timer) clearTimeout(this._timer);
@@ -85,7 +100,9 @@ class DeadlineQueue {
     // Timers may fire a little early against performance.now() (libuv's loop
     // clock is cached per iteration); _fire() re-checks and re-arms, so an
     // entry is never expired before its deadline.
-    this._timer = setTimeout(this._onTimer, Math.max(1, Math.ceil(at - this._now())));
+    // setTimeout takes at most 2^31-1 ms (beyond, Node fires after 1 ms and warns):
+    // a far deadline is armed in steps, each firing re-arming for what is left.
+    this._timer = setTimeout(this._onTimer, Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(at - this._now()))));
     // A pending call keeps the process alive through its socket; an idle
     // client must not be kept alive by its deadline timer.
     this._timer.unref();
@@ -140,4 +157,7 @@ class DeadlineQueue {
   }
 }
 
-module.exports = { DeadlineQueue };
+/** The longest delay setTimeout honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+module.exports = { DeadlineQueue, MAX_TIMER_MS };

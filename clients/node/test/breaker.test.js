@@ -9,46 +9,72 @@ function clocked(opts) {
   return { b, clock };
 }
 
+/** One call through the breaker that ends in `outcome` ('ok' or 'fail'). */
+function call(b, outcome) {
+  const ticket = b.tryAcquire();
+  assert.ok(ticket, 'the breaker let the call through');
+  if (outcome === 'ok') b.onSuccess(ticket);
+  else b.onFailure(ticket);
+  return ticket;
+}
+
 test('opens after N consecutive failures, a success in between resets the count', () => {
   const { b } = clocked({ failureThreshold: 3, cooldownMs: 100 });
-  b.onFailure(); b.onFailure(); b.onSuccess();
-  b.onFailure(); b.onFailure();
+  call(b, 'fail'); call(b, 'fail'); call(b, 'ok');
+  call(b, 'fail'); call(b, 'fail');
   assert.equal(b.state, 'closed');
-  assert.equal(b.tryAcquire(), true);
-  b.onFailure();
+  call(b, 'fail');
   assert.equal(b.state, 'open');
-  assert.equal(b.tryAcquire(), false);
+  assert.equal(b.tryAcquire(), null);
   assert.equal(b.snapshot().opened_total, 1);
 });
 
 test('half-open after the cooldown lets exactly one probe through; success closes', () => {
   const { b, clock } = clocked({ failureThreshold: 1, cooldownMs: 100 });
-  b.onFailure();
-  assert.equal(b.tryAcquire(), false);
+  call(b, 'fail');
+  assert.equal(b.tryAcquire(), null);
   clock.t += 99;
-  assert.equal(b.tryAcquire(), false);
+  assert.equal(b.tryAcquire(), null);
   clock.t += 1;
   assert.equal(b.snapshot().state, 'half_open');
-  assert.equal(b.tryAcquire(), true, 'the probe');
-  assert.equal(b.tryAcquire(), false, 'no second probe while the first is out');
-  b.onSuccess();
+  const probe = b.tryAcquire();
+  assert.deepEqual(probe && probe.probe, true, 'the probe');
+  assert.equal(b.tryAcquire(), null, 'no second probe while the first is out');
+  b.onSuccess(probe);
   assert.equal(b.state, 'closed');
-  assert.equal(b.tryAcquire(), true);
-  assert.equal(b.tryAcquire(), true);
+  assert.ok(b.tryAcquire());
+  assert.ok(b.tryAcquire());
 });
 
 test('a failed probe re-opens for a fresh cooldown', () => {
   const { b, clock } = clocked({ failureThreshold: 2, cooldownMs: 50 });
-  b.onFailure(); b.onFailure();
+  call(b, 'fail'); call(b, 'fail');
   clock.t += 50;
-  assert.equal(b.tryAcquire(), true);
-  b.onFailure();
+  call(b, 'fail');
   assert.equal(b.state, 'open');
   assert.equal(b.snapshot().opened_total, 2);
   clock.t += 49;
-  assert.equal(b.tryAcquire(), false);
+  assert.equal(b.tryAcquire(), null);
   clock.t += 1;
-  assert.equal(b.tryAcquire(), true);
+  assert.ok(b.tryAcquire());
+});
+
+test('a call that was out when the breaker opened does not move it when it ends', () => {
+  const { b, clock } = clocked({ failureThreshold: 2, cooldownMs: 100 });
+  const slow = b.tryAcquire(); // sent while closed, answered late
+  const slowFailure = b.tryAcquire();
+  call(b, 'fail'); call(b, 'fail');
+  assert.equal(b.state, 'open');
+  b.onSuccess(slow);
+  assert.equal(b.state, 'open', 'a late 200 does not skip the cooldown and its probe');
+  assert.equal(b.tryAcquire(), null);
+  clock.t += 100;
+  const probe = b.tryAcquire();
+  assert.ok(probe && probe.probe);
+  b.onSuccess(probe);
+  assert.equal(b.state, 'closed');
+  b.onFailure(slowFailure);
+  assert.equal(b.snapshot().consecutive_failures, 0, 'nor does a late failure count after the close');
 });
 
 test('rejects nonsense settings', () => {

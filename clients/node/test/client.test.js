@@ -163,6 +163,11 @@ const FALLBACKS = [
   { name: '503 disabled', status: 503, code: 'disabled', headers: { 'retry-after': '5' }, reason: 'disabled' },
   { name: '504 deadline_exceeded', status: 504, code: 'deadline_exceeded', headers: {}, reason: 'deadline' },
   { name: '500 internal', status: 500, code: 'internal', headers: {}, reason: 'server_error' },
+  // 4xx outside the contract (something in front of normd, or a normd bug) say
+  // nothing about the caller's data: normd's side, like a 5xx.
+  { name: '401 (not in the contract)', status: 401, code: 'unauthorized', headers: {}, reason: 'server_error' },
+  { name: '403 (not in the contract)', status: 403, code: 'forbidden', headers: {}, reason: 'server_error' },
+  { name: '409 (not in the contract)', status: 409, code: 'conflict', headers: {}, reason: 'server_error' },
 ];
 
 for (const f of FALLBACKS) {
@@ -406,6 +411,18 @@ test('resetStats zeroes the counters', async (t) => {
   const s = client.stats();
   assert.equal(s.calls, 0);
   assert.equal(s.fallback_by_reason.rollout, 0);
+});
+
+test('close(): calls still out, queued behind maxSockets too, fall back at once and send nothing more', async (t) => {
+  const { fake, client, rec } = await setup(t, { rolloutPercent: 100, maxSockets: 2 });
+  fake.normHandler = () => { /* hold every answer */ };
+  const calls = Array.from({ length: 6 }, (_, i) => client.norm(ORDER, { key: `k${i}` }));
+  await waitFor(() => fake.normRequests === 2, { what: 'the first two calls to reach normd' });
+  client.close();
+  const results = await Promise.all(calls);
+  assert.deepEqual(results.map((r) => r.reason), Array(6).fill('connection'));
+  assert.ok(rec.calls.every((c) => c.error.code === 'NORMD_CLIENT_CLOSED'), JSON.stringify(rec.calls.map((c) => c.error.code)));
+  assert.equal(fake.normRequests, 2, 'nothing queued went out after close()');
 });
 
 test('close(): later calls reject, and a process with a used client exits by itself', async (t) => {

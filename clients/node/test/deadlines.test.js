@@ -9,7 +9,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const { NormdClient } = require('..');
-const { DeadlineQueue } = require('../lib/deadlines');
+const { DeadlineQueue, MAX_TIMER_MS } = require('../lib/deadlines');
 const { startFakeNormd, waitFor, ok } = require('./support/fake-normd');
 
 const ORDER = fs.readFileSync(path.join(__dirname, 'fixtures', 'order-0000.json'));
@@ -102,6 +102,27 @@ test('queue: answers leave the timer alone; only an earlier deadline re-arms it;
   assert.equal(q._timer.hasRef(), false);
   clock.t = Infinity; // let the unref'd real timer find everything expired, whenever it runs
   q._fire();
+  assert.equal(q.size, 0);
+});
+
+test('queue: a deadline past setTimeout\'s range is armed in steps, not fired at once', () => {
+  const clock = { t: 0 };
+  const q = new DeadlineQueue(() => clock.t);
+  const fired = [];
+  q.add(entry(2 ** 40, fired, () => clock.t));
+  const armed = q._timer;
+  assert.ok(armed);
+  // Node fires a timer over 2^31-1 ms after 1 ms (with a warning), which would
+  // spin: the armed delay must be within range.
+  assert.ok(armed._idleTimeout <= MAX_TIMER_MS && armed._idleTimeout > 2 ** 30, String(armed._idleTimeout));
+  clock.t = MAX_TIMER_MS; // that step's firing: nothing is due, the rest is re-armed
+  q._fire();
+  assert.deepEqual(fired, []);
+  assert.equal(q.size, 1);
+  assert.ok(q._timer);
+  clock.t = 2 ** 40;
+  q._fire();
+  assert.deepEqual(fired, [2 ** 40]);
   assert.equal(q.size, 0);
 });
 

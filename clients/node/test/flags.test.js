@@ -93,7 +93,7 @@ test('the background timer refreshes the flags', async (t) => {
 
 test('stale but usable: failed refreshes keep the last good flags', async (t) => {
   const { fake, client } = await setup(t);
-  fake.setFlag({ enabled: true, rollout_percent: 100 }, 'good');
+  fake.setFlag({ enabled: true, rollout_percent: 25 }, 'good');
   await client.ready();
   assert.equal(await client.refreshFlags(), true);
   const bad = [
@@ -101,6 +101,10 @@ test('stale but usable: failed refreshes keep the last good flags', async (t) =>
     (req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{not json'); },
     (req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"flags":{"norm":{"enabled":"yes"}}}'); },
     (req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"flags":{"norm":{"rollout_percent":"50"}}}'); },
+    // JSON that is not a flags document must not move the rollout either.
+    ...['[]', '[1,2]', '{}', '{"status":"ok"}', '{"flags":[]}', '{"flags":{"norm":[]}}', '{"flags":null}'].map(
+      (body) => (req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(body); },
+    ),
     () => { /* hang past the timeout below */ },
     (req) => req.socket.destroy(),
   ];
@@ -110,8 +114,7 @@ test('stale but usable: failed refreshes keep the last good flags', async (t) =>
     const f = client.stats().flags;
     assert.equal(f.version, 'good');
     assert.equal(f.enabled, true);
-    assert.equal(f.rollout_percent, 100);
-    assert.equal((await client.norm('{}', { key: 'k' })).path, 'normd');
+    assert.equal(f.rollout_percent, 25);
   }
   assert.equal(client.stats().flags.refresh_failures, bad.length);
   assert.notEqual(client.stats().flags.last_error, null);
