@@ -12,6 +12,10 @@
  * when the breaker opened) no longer moves the breaker: a late 200 must not
  * close an open breaker without its cooldown and probe, and a late failure
  * must not re-open one its probe just closed.
+ *
+ * A ticket is a small integer, `epoch * 2 + (probe ? 1 : 0)`, not an object: it
+ * lives as long as the call, and the client keeps nothing per call on the
+ * app's heap that it can avoid (README, "Per-call cost").
  */
 
 class CircuitBreaker {
@@ -37,32 +41,37 @@ class CircuitBreaker {
   }
 
   /**
-   * Ask to send one call. Returns null when the call must short-circuit, else
-   * the call's ticket (in half_open, the single probe's).
-   * @returns {{epoch: number, probe: boolean}|null}
+   * Ask to send one call. Returns -1 when the call must short-circuit, else the
+   * call's ticket (in half_open, the single probe's).
+   * @returns {number}
    */
   tryAcquire() {
-    if (this.state === 'closed') return { epoch: this._epoch, probe: false };
+    if (this.state === 'closed') return this._epoch * 2;
     if (this.state === 'open') {
-      if (this._now() - this._openedAt < this.cooldownMs) return null;
+      if (this._now() - this._openedAt < this.cooldownMs) return -1;
       this.state = 'half_open';
       this._probeInFlight = false;
     }
     // half_open
-    if (this._probeInFlight) return null;
+    if (this._probeInFlight) return -1;
     this._probeInFlight = true;
-    return { epoch: this._epoch, probe: true };
+    return this._epoch * 2 + 1;
+  }
+
+  /** @param {number} ticket @returns {boolean} whether it is from the current epoch */
+  _current(ticket) {
+    return Math.floor(ticket / 2) === this._epoch;
   }
 
   /**
    * normd answered sanely (200, or a contract error that proves it is alive).
-   * @param {{epoch: number, probe: boolean}} ticket
+   * @param {number} ticket
    */
   onSuccess(ticket) {
-    if (ticket.epoch !== this._epoch) return;
+    if (!this._current(ticket)) return;
     if (this.state === 'closed') {
       this.consecutiveFailures = 0;
-    } else if (this.state === 'half_open' && ticket.probe) {
+    } else if (this.state === 'half_open' && ticket % 2 === 1) {
       this.consecutiveFailures = 0;
       this._probeInFlight = false;
       this.state = 'closed';
@@ -72,14 +81,14 @@ class CircuitBreaker {
 
   /**
    * normd failed (overloaded, unavailable, deadline, connection, timeout, 5xx).
-   * @param {{epoch: number, probe: boolean}} ticket
+   * @param {number} ticket
    */
   onFailure(ticket) {
-    if (ticket.epoch !== this._epoch) return;
+    if (!this._current(ticket)) return;
     if (this.state === 'closed') {
       this.consecutiveFailures++;
       if (this.consecutiveFailures >= this.failureThreshold) this._open();
-    } else if (this.state === 'half_open' && ticket.probe) {
+    } else if (this.state === 'half_open' && ticket % 2 === 1) {
       this.consecutiveFailures++;
       this._open();
     }

@@ -213,7 +213,7 @@ class NormdClient {
     const skip = this._routeReason(opts.key);
     if (skip) return this._fallBack(skip, body, opts, undefined);
     const ticket = this._breaker.tryAcquire();
-    if (!ticket) return this._fallBack('breaker_open', body, opts, undefined);
+    if (ticket < 0) return this._fallBack('breaker_open', body, opts, undefined);
 
     let res;
     try {
