@@ -388,9 +388,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Flag>, String
                 ENDPOINTS.join(", ")
             ));
         }
-        let Ok(rollout_percent) = u8::try_from(flag.rollout_percent.0)
-            .map_err(drop)
-            .and_then(|p| if p <= 100 { Ok(p) } else { Err(()) })
+        let Some(rollout_percent) = u8::try_from(flag.rollout_percent.0)
+            .ok()
+            .filter(|p| *p <= 100)
         else {
             return Err(format!(
                 "flags {}: {name}.rollout_percent {} is outside 0..=100",
