@@ -2008,20 +2008,6 @@ fn non_loopback_tcp_needs_allow_non_loopback() {
     assert!(stderr.contains("maybe"), "{stderr}");
     let config = tempfile::NamedTempFile::with_suffix(".toml").expect("tempfile");
     std::fs::write(config.path(), "allow_non_loopback = true\n").expect("config");
-    let (status, stdout, stderr) = run_normd(
-        &[
-            "check",
-            "--schemas",
-            schemas,
-            "--listen",
-            "0.0.0.0:8081",
-            "--config",
-            config.path().to_str().expect("utf-8"),
-        ],
-        Duration::from_secs(20),
-    );
-    assert!(status.success(), "config file: {stdout}\n{stderr}");
-    // Flags win over env, env over the file: an explicit "no" beats the file's "yes".
     let config_path = config.path().to_str().expect("utf-8");
     let args = [
         "check",
@@ -2032,6 +2018,9 @@ fn non_loopback_tcp_needs_allow_non_loopback() {
         "--config",
         config_path,
     ];
+    let (status, stdout, stderr) = run_normd(&args, Duration::from_secs(20));
+    assert!(status.success(), "config file: {stdout}\n{stderr}");
+    // Flags win over env, env over the file: an explicit "no" beats the file's "yes".
     for no in ["0", "false", "off"] {
         let (status, _, stderr) = run_normd_with(
             &args,
