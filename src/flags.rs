@@ -1,4 +1,4 @@
-//! Per-endpoint feature flags: `{enabled, rollout_percent}` for norm, normalize,
+//! Per-endpoint feature flags: `{enabled, rollout_percent, shadow_percent}` for norm, normalize,
 //! validate and compress, read from a JSON or YAML file and re-read when it changes.
 //!
 //! Owns: the flags file format, the last good flag set, and the atomic edit behind
@@ -20,7 +20,13 @@ use crate::telemetry;
 /// The endpoints that have a flag.
 pub const ENDPOINTS: [&str; 4] = ["norm", "normalize", "validate", "compress"];
 
-/// One endpoint's flag. Missing file or missing endpoint: enabled, rollout 100.
+/// The fields of a flag, as `normd flags set` names them in its errors.
+const FIELDS: &str = "enabled, rollout_percent, shadow_percent";
+
+/// One endpoint's flag. Missing file or missing endpoint: enabled, rollout 100, shadow 0.
+/// Both percentages are for the app-side client: `rollout_percent` is the sticky share of
+/// calls it sends to normd, `shadow_percent` the share it runs both ways and compares
+/// (answering with its in-app result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Flag {
@@ -28,6 +34,8 @@ pub struct Flag {
     pub enabled: bool,
     #[serde(default = "hundred")]
     pub rollout_percent: u8,
+    #[serde(default)]
+    pub shadow_percent: u8,
 }
 
 fn yes() -> bool {
@@ -47,10 +55,16 @@ struct FileFlag {
     enabled: bool,
     #[serde(default = "hundred_wide")]
     rollout_percent: WidePercent,
+    #[serde(default = "zero_wide")]
+    shadow_percent: WidePercent,
 }
 
 fn hundred_wide() -> WidePercent {
     WidePercent(100)
+}
+
+fn zero_wide() -> WidePercent {
+    WidePercent(0)
 }
 
 /// Any integer (saturated to `i64`); fractions and strings are still type errors.
@@ -90,6 +104,7 @@ impl Default for Flag {
         Self {
             enabled: true,
             rollout_percent: 100,
+            shadow_percent: 0,
         }
     }
 }
@@ -206,7 +221,7 @@ impl Flags {
     fn publish(&self, snap: Snapshot) {
         for e in ENDPOINTS {
             let f = snap.get(e);
-            telemetry::flag_state(e, f.enabled, f.rollout_percent);
+            telemetry::flag_state(e, f);
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
     }
@@ -388,21 +403,26 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Flag>, String
                 ENDPOINTS.join(", ")
             ));
         }
-        let Some(rollout_percent) = u8::try_from(flag.rollout_percent.0)
-            .ok()
-            .filter(|p| *p <= 100)
-        else {
-            return Err(format!(
-                "flags {}: {name}.rollout_percent {} is outside 0..=100",
-                path.display(),
-                flag.rollout_percent.0
-            ));
+        let percent = |field: &str, value: &WidePercent| {
+            u8::try_from(value.0)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| {
+                    format!(
+                        "flags {}: {name}.{field} {} is outside 0..=100",
+                        path.display(),
+                        value.0
+                    )
+                })
         };
+        let rollout_percent = percent("rollout_percent", &flag.rollout_percent)?;
+        let shadow_percent = percent("shadow_percent", &flag.shadow_percent)?;
         flags.insert(
             name,
             Flag {
                 enabled: flag.enabled,
                 rollout_percent,
+                shadow_percent,
             },
         );
     }
@@ -437,9 +457,10 @@ pub fn set_command(path: &Path, assignments: &[String], reset: bool) -> Result<S
         let (key, value) = a.split_once('=').ok_or_else(|| {
             format!("{a:?}: expected ENDPOINT.FIELD=VALUE, e.g. norm.rollout_percent=25")
         })?;
-        let (endpoint, field) = key.trim().split_once('.').ok_or_else(|| {
-            format!("{key:?}: expected ENDPOINT.FIELD (fields: enabled, rollout_percent)")
-        })?;
+        let (endpoint, field) = key
+            .trim()
+            .split_once('.')
+            .ok_or_else(|| format!("{key:?}: expected ENDPOINT.FIELD (fields: {FIELDS})"))?;
         let flag = flags.get_mut(endpoint).ok_or_else(|| {
             format!(
                 "unknown endpoint {endpoint:?} (known: {})",
@@ -453,18 +474,19 @@ pub fn set_command(path: &Path, assignments: &[String], reset: bool) -> Result<S
                     .parse()
                     .map_err(|_| format!("{key}={value}: expected true or false"))?
             }
-            "rollout_percent" => {
-                flag.rollout_percent = value
+            "rollout_percent" | "shadow_percent" => {
+                let percent = value
                     .parse::<u8>()
                     .ok()
                     .filter(|p| *p <= 100)
-                    .ok_or_else(|| format!("{key}={value}: expected an integer 0..=100"))?
+                    .ok_or_else(|| format!("{key}={value}: expected an integer 0..=100"))?;
+                if field == "rollout_percent" {
+                    flag.rollout_percent = percent;
+                } else {
+                    flag.shadow_percent = percent;
+                }
             }
-            other => {
-                return Err(format!(
-                    "unknown field {other:?} (fields: enabled, rollout_percent)"
-                ))
-            }
+            other => return Err(format!("unknown field {other:?} (fields: {FIELDS})")),
         }
     }
     let mut text = if is_yaml(path) {
@@ -788,6 +810,43 @@ mod tests {
         std::fs::write(&path, br#"{"norm":{"rollout_percent":3}}"#).unwrap();
         assert_eq!(flags.poll(), Reload::Applied);
         assert_eq!(flags.get("norm").rollout_percent, 3);
+    }
+
+    #[test]
+    fn shadow_percent_is_read_ranged_and_set_like_rollout_percent() {
+        let f = parse(
+            Path::new("f.json"),
+            br#"{"norm":{"rollout_percent":5,"shadow_percent":40}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (f["norm"].rollout_percent, f["norm"].shadow_percent),
+            (5, 40)
+        );
+        assert_eq!(f["validate"].shadow_percent, 0, "default: no shadow");
+        for v in ["101", "-1"] {
+            let doc = format!(r#"{{"norm":{{"shadow_percent":{v}}}}}"#);
+            let e = parse(Path::new("f.json"), doc.as_bytes()).unwrap_err();
+            assert!(
+                e.contains("norm.shadow_percent") && e.contains("0..=100"),
+                "{v}: {e}"
+            );
+        }
+        for v in ["1.5", "\"10\""] {
+            let doc = format!(r#"{{"norm":{{"shadow_percent":{v}}}}}"#);
+            let e = parse(Path::new("f.json"), doc.as_bytes()).unwrap_err();
+            assert!(e.contains("an integer percentage"), "{v}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.yaml");
+        set_command(&path, &["norm.shadow_percent=30".into()], false).unwrap();
+        let flags = Flags::load(Some(path.clone())).unwrap();
+        assert_eq!(flags.get("norm").shadow_percent, 30);
+        assert_eq!(flags.get("norm").rollout_percent, 100);
+        let e = set_command(&path, &["norm.shadow_percent=101".into()], false).unwrap_err();
+        assert!(e.contains("0..=100"), "{e}");
+        let e = set_command(&path, &["norm.shadow=1".into()], false).unwrap_err();
+        assert!(e.contains("shadow_percent"), "the field list names it: {e}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub const PROBE_FAILURES_TOTAL: &str = "normd_probe_failures_total";
 pub const FLAG_RELOADS_TOTAL: &str = "normd_flag_reloads_total";
 pub const FLAG_ENABLED: &str = "normd_flag_enabled";
 pub const FLAG_ROLLOUT_PERCENT: &str = "normd_flag_rollout_percent";
+pub const FLAG_SHADOW_PERCENT: &str = "normd_flag_shadow_percent";
 pub const READY: &str = "normd_ready";
 pub const CHECK_OK: &str = "normd_check_ok";
 pub const DRAINING: &str = "normd_draining";
@@ -156,6 +157,7 @@ fn describe() {
     describe_counter!(FLAG_RELOADS_TOTAL, "Flags file reloads, by result");
     describe_gauge!(FLAG_ENABLED, "1 when the endpoint's flag is enabled");
     describe_gauge!(FLAG_ROLLOUT_PERCENT, "The endpoint's rollout_percent");
+    describe_gauge!(FLAG_SHADOW_PERCENT, "The endpoint's shadow_percent");
     describe_gauge!(READY, "1 when /readyz answers 200 (all checks)");
     describe_gauge!(
         CHECK_OK,
@@ -380,9 +382,10 @@ pub fn flag_reload(ok: bool) {
     counter!(FLAG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
-pub fn flag_state(endpoint: &'static str, enabled: bool, rollout: u8) {
-    gauge!(FLAG_ENABLED, "endpoint" => endpoint).set(if enabled { 1.0 } else { 0.0 });
-    gauge!(FLAG_ROLLOUT_PERCENT, "endpoint" => endpoint).set(f64::from(rollout));
+pub fn flag_state(endpoint: &'static str, flag: crate::flags::Flag) {
+    gauge!(FLAG_ENABLED, "endpoint" => endpoint).set(if flag.enabled { 1.0 } else { 0.0 });
+    gauge!(FLAG_ROLLOUT_PERCENT, "endpoint" => endpoint).set(f64::from(flag.rollout_percent));
+    gauge!(FLAG_SHADOW_PERCENT, "endpoint" => endpoint).set(f64::from(flag.shadow_percent));
 }
 
 pub fn queue_depth(n: usize) {

@@ -472,7 +472,7 @@ fn a_flag_flip_off_on_off_is_served_and_the_flags_subcommand_edits_atomically() 
     let v3 = wait_flags(&n, "the second edit", |d| d["version"] != v2["version"]);
     assert_eq!(
         v3["flags"]["norm"],
-        json!({"enabled": false, "rollout_percent": 25})
+        json!({"enabled": false, "rollout_percent": 25, "shadow_percent": 0})
     );
     norm_off(&n);
 
