@@ -71,15 +71,20 @@ impl JsonRules {
 }
 
 /// Applies `rules` to `value` in place.
+///
+/// Lowercase runs before NFC: lowercasing works per character and can leave text that
+/// is not NFC (`"\u{130}\u{329}"` lowercases to `i` U+0307 U+0329, whose marks NFC
+/// reorders), so NFC must come last for the output to be a fixed point. Normalizing
+/// twice then gives the same bytes, and so the same digest, as normalizing once.
 pub fn apply(value: &mut Value, rules: &JsonRules) {
     if rules.is_noop() {
         return;
     }
-    if rules.drop_nulls || rules.trim || rules.nfc {
-        walk(value, rules);
-    }
     for pattern in &rules.lowercase {
         lowercase_at(value, &pattern.segments);
+    }
+    if rules.drop_nulls || rules.trim || rules.nfc {
+        walk(value, rules);
     }
 }
 
@@ -172,23 +177,25 @@ impl Default for TextRules {
 
 /// Normalizes a text body. `Err(offset)` when it is not UTF-8.
 ///
-/// In the order a JSON string value gets them: trim, NFC, then lowercase (which may
-/// need the composed form: lowercasing is per character).
+/// In the order a JSON string value gets them: lowercase, trim, then NFC last (see
+/// [`apply`]: lowercasing can undo NFC, so the output is NFC only if NFC comes last).
 pub fn text(input: &[u8], rules: TextRules) -> Result<Vec<u8>, usize> {
     let s = std::str::from_utf8(input).map_err(|e| e.valid_up_to())?;
-    let s = if rules.trim { s.trim() } else { s };
-    let composed: String;
-    let s = if rules.nfc && is_nfc_quick(s.chars()) != IsNormalized::Yes {
-        composed = s.nfc().collect();
-        composed.as_str()
+    let lowered: String;
+    let s = if rules.lowercase {
+        lowered = s.to_lowercase();
+        lowered.as_str()
     } else {
         s
     };
-    Ok(if rules.lowercase {
-        s.to_lowercase().into_bytes()
-    } else {
-        s.as_bytes().to_vec()
-    })
+    let s = if rules.trim { s.trim() } else { s };
+    Ok(
+        if rules.nfc && is_nfc_quick(s.chars()) != IsNormalized::Yes {
+            s.nfc().collect::<String>().into_bytes()
+        } else {
+            s.as_bytes().to_vec()
+        },
+    )
 }
 
 #[cfg(test)]
@@ -324,5 +331,29 @@ mod tests {
             text("Cafe\u{301}".as_bytes(), only_nfc).unwrap(),
             "Caf\u{e9}".as_bytes()
         );
+    }
+
+    #[test]
+    fn nfc_with_lowercase_is_a_fixed_point() {
+        // Known answers: lowercasing after NFC left these non-NFC, so a second pass
+        // changed them (U+0307 U+0329 reordered; w U+030A composed to U+1E98).
+        let all = rules(false, true, &[""], false);
+        for (input, once) in [
+            ("\u{130}\u{329}", "i\u{329}\u{307}"),
+            ("W\u{30a}", "\u{1e98}"),
+        ] {
+            let mut v = Value::String(input.to_owned());
+            apply(&mut v, &all);
+            assert_eq!(v, Value::String(once.to_owned()), "{input:?}");
+            let mut again = v.clone();
+            apply(&mut again, &all);
+            assert_eq!(again, v, "{input:?}: a second pass changes nothing");
+            let text_rules = TextRules {
+                trim: false,
+                nfc: true,
+                lowercase: true,
+            };
+            assert_eq!(text(input.as_bytes(), text_rules).unwrap(), once.as_bytes());
+        }
     }
 }
