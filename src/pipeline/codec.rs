@@ -436,6 +436,144 @@ pub fn decode(
     decode_keeping(encoding, body, limit, DECODE_KEEP, stop, &mut 0)
 }
 
+/// What a decoder for `body` will allocate for its own state, known before it allocates
+/// anything: gzip's fixed 32 KiB window, the window a brotli stream or each zstd frame
+/// declares in its header. The caller charges it to the in-flight byte budget before
+/// decoding. A declared window past what [`decode`] accepts is refused here, as corrupt,
+/// so no decoder ever allocates for it: large-window brotli (an extension that lets a
+/// 2-byte header ask for up to 1 GiB), and zstd windows past the cap that
+/// `window_log_max` would enforce anyway. The headers are read by hand because neither
+/// decoder crate exposes the declared window before it allocates it.
+pub fn decode_memory(
+    encoding: ContentEncoding,
+    body: &[u8],
+    limit: usize,
+) -> Result<usize, DecodeError> {
+    let corrupt = |reason: String| DecodeError::Corrupt {
+        encoding: encoding.name(),
+        reason,
+    };
+    match encoding {
+        ContentEncoding::Identity => Ok(0),
+        // inflate's state: the 32 KiB window and its tables.
+        ContentEncoding::Gzip => Ok(48 << 10),
+        ContentEncoding::Br => {
+            let log = brotli_window_log(body).map_err(corrupt)?;
+            Ok((1usize << log) + BROTLI_DECODER_STATE)
+        }
+        ContentEncoding::Zstd => {
+            let max_log = zstd_max_window_log(limit);
+            let mut rest = body;
+            let mut largest = 0usize;
+            while !rest.is_empty() {
+                let window = zstd_frame_window(rest).map_err(corrupt)?;
+                if window > 1usize << max_log {
+                    return Err(corrupt(format!(
+                        "a frame asks for a {window}-byte window; at most 2^{max_log} is accepted"
+                    )));
+                }
+                largest = largest.max(window);
+                let size = zstd::zstd_safe::find_frame_compressed_size(rest)
+                    .map_err(|code| corrupt(zstd::zstd_safe::get_error_name(code).to_owned()))?;
+                rest = rest.get(size..).unwrap_or_default();
+            }
+            // The decoder holds one frame's window at a time, plus one block.
+            Ok(largest + ZSTD_BLOCK)
+        }
+    }
+}
+
+/// brotli's decoder state besides its ring buffer (Huffman tables, block buffers).
+const BROTLI_DECODER_STATE: usize = 96 << 10;
+
+/// zstd's largest block, which its decoder buffers beside the window.
+const ZSTD_BLOCK: usize = 128 << 10;
+
+/// The window (log2) a brotli stream declares in its first bits (RFC 7932 §9.1: WBITS),
+/// or why it is refused. The large-window extension (`0x11` then a 6-bit WBITS of up to
+/// 30) is not standard brotli: no ordinary encoder writes it, and its window is what
+/// made a 102-byte body hold 1 GiB, so it is refused outright.
+fn brotli_window_log(body: &[u8]) -> Result<u32, String> {
+    let Some(&first) = body.first() else {
+        return Err("empty body".to_owned());
+    };
+    if first & 1 == 0 {
+        return Ok(16);
+    }
+    let n = u32::from((first >> 1) & 7);
+    if n != 0 {
+        return Ok(17 + n);
+    }
+    match (first >> 4) & 7 {
+        0 => Ok(17),
+        1 => Err(
+            "large-window brotli is not accepted (standard brotli windows go up to 16 MiB)"
+                .to_owned(),
+        ),
+        m => Ok(8 + u32::from(m)),
+    }
+}
+
+/// The window log [`decoder`] lets a zstd frame use: near the output cap, 10..=28.
+fn zstd_max_window_log(limit: usize) -> u32 {
+    window_log(limit).clamp(10, 27) + 1
+}
+
+/// The window a zstd frame's header declares (RFC 8878 §3.1.1.1), bounded by its content
+/// size when it gives one (the decoder never buffers more than the frame holds);
+/// 0 for a skippable frame.
+fn zstd_frame_window(frame: &[u8]) -> Result<usize, String> {
+    const MAGIC: u32 = 0xFD2F_B528;
+    let magic = frame
+        .get(..4)
+        .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]))
+        .ok_or("truncated frame header")?;
+    if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+        return Ok(0);
+    }
+    if magic != MAGIC {
+        return Err("unknown frame magic number".to_owned());
+    }
+    let descriptor = *frame.get(4).ok_or("truncated frame header")?;
+    let single_segment = descriptor & 0x20 != 0;
+    let fcs_bytes = match descriptor >> 6 {
+        0 if single_segment => 1,
+        0 => 0,
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let did_bytes = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let mut at = 5;
+    let window = if single_segment {
+        None
+    } else {
+        let wd = *frame.get(at).ok_or("truncated frame header")?;
+        at += 1;
+        let log = 10 + u32::from(wd >> 3);
+        let base = 1u64 << log;
+        Some(base + (base / 8) * u64::from(wd & 7))
+    };
+    at += did_bytes;
+    let fcs = match frame.get(at..at + fcs_bytes) {
+        None => return Err("truncated frame header".to_owned()),
+        Some([]) => None,
+        Some(b) => {
+            let mut v = [0u8; 8];
+            v[..b.len()].copy_from_slice(b);
+            // The 2-byte form is stored minus 256 (RFC 8878 §3.1.1.4).
+            Some(u64::from_le_bytes(v) + if b.len() == 2 { 256 } else { 0 })
+        }
+    };
+    let bytes = match (window, fcs) {
+        (Some(w), Some(c)) => w.min(c),
+        (Some(w), None) => w,
+        (None, Some(c)) => c,
+        (None, None) => 0,
+    };
+    Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
+}
+
 /// [`decode`] with its keep threshold as a parameter; `peak` records the most decoded
 /// bytes (buffer capacities) held at once, which is what the tests hold to the bound.
 fn decode_keeping(
@@ -532,8 +670,9 @@ fn decoder<'a>(
             let mut decoder = zstd::stream::read::Decoder::new(body).map_err(corrupt)?;
             // A zstd frame may ask for a window of up to 2 GiB; cap it near our output cap
             // so the decoder's own allocation is bounded too.
-            let max_window = (window_log(limit).clamp(10, 27)) + 1;
-            decoder.window_log_max(max_window).map_err(corrupt)?;
+            decoder
+                .window_log_max(zstd_max_window_log(limit))
+                .map_err(corrupt)?;
             Box::new(decoder)
         }
     })
@@ -875,5 +1014,72 @@ mod tests {
         );
         assert_eq!(ContentEncoding::from_header("compress"), None);
         assert_eq!(ContentEncoding::from_header("deflate"), None);
+    }
+
+    #[test]
+    fn a_decoders_window_is_read_from_the_header_and_large_ones_are_refused() {
+        let limit = 8 << 20;
+        // Large-window brotli: two bytes ask for a 2^30-byte window.
+        let mut large = vec![0x11, 0x1e];
+        large.extend_from_slice(&[0u8; 100]);
+        let e = decode_memory(ContentEncoding::Br, &large, limit).unwrap_err();
+        assert!(
+            matches!(&e, DecodeError::Corrupt { reason, .. } if reason.contains("large-window")),
+            "{e:?}"
+        );
+        // Standard windows, as our own encoder and others write them.
+        for (data_len, quality) in [(100, 1), (4_000, 5), (200_000, 9)] {
+            let body = compress(Encoding::Br, quality, &sample(data_len), &NeverStop).unwrap();
+            let charged = decode_memory(ContentEncoding::Br, &body, limit).unwrap();
+            let log = brotli_window_log(&body).unwrap();
+            assert!((10..=24).contains(&log), "{data_len}: 2^{log}");
+            assert_eq!(charged, (1 << log) + BROTLI_DECODER_STATE);
+        }
+        // Every standard WBITS code (RFC 7932 §9.1) reads back as its window.
+        for (first, log) in [
+            (0x00, 16),
+            (0x0f, 24),
+            (0x03, 18),
+            (0x01, 17),
+            (0x21, 10),
+            (0x71, 15),
+        ] {
+            assert_eq!(brotli_window_log(&[first]), Ok(log), "{first:#x}");
+        }
+        // zstd: a single-segment frame is charged its content size, not 2^N.
+        let small = zstd::bulk::compress(&sample(3_000), 3).unwrap();
+        let charged = decode_memory(ContentEncoding::Zstd, &small, limit).unwrap();
+        assert_eq!(charged, 3_000 + ZSTD_BLOCK);
+        // Two frames: the larger one's window.
+        let two = [
+            small.clone(),
+            zstd::bulk::compress(&sample(9_000), 3).unwrap(),
+        ]
+        .concat();
+        assert_eq!(
+            decode_memory(ContentEncoding::Zstd, &two, limit).unwrap(),
+            9_000 + ZSTD_BLOCK
+        );
+        assert_eq!(
+            decode(ContentEncoding::Zstd, &two, limit, &NeverStop)
+                .unwrap()
+                .len(),
+            12_000
+        );
+        // A frame header asking for a 2 GiB window (descriptor 0x00: no content size,
+        // window byte 0xA8: 2^31) is refused before any decoder sees it.
+        let huge = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xa8, 0, 0, 0];
+        assert!(matches!(
+            decode_memory(ContentEncoding::Zstd, &huge, limit),
+            Err(DecodeError::Corrupt { .. })
+        ));
+        // Trailing bytes after the last frame are corrupt here too.
+        let trailing = [small.as_slice(), b"xyz"].concat();
+        assert!(decode_memory(ContentEncoding::Zstd, &trailing, limit).is_err());
+        assert_eq!(
+            decode_memory(ContentEncoding::Gzip, b"", limit),
+            Ok(48 << 10)
+        );
+        assert_eq!(decode_memory(ContentEncoding::Identity, b"x", limit), Ok(0));
     }
 }

@@ -113,6 +113,17 @@ fn checkpoint(stop: &dyn Stop) -> Result<(), PipelineError> {
     }
 }
 
+/// What decoding `body` will allocate for the decoder's own state (its window), known
+/// from the stream's header before anything is allocated; a declared window past the
+/// accepted cap is refused as a corrupt body (see [`codec::decode_memory`]).
+pub fn decode_memory(
+    body: &[u8],
+    encoding: ContentEncoding,
+    max_decoded: usize,
+) -> Result<usize, PipelineError> {
+    codec::decode_memory(encoding, body, max_decoded).map_err(PipelineError::Decode)
+}
+
 /// Stage 1: undo the request's `Content-Encoding`, capped at `max_decoded` bytes.
 pub fn decode(
     body: &[u8],
@@ -360,5 +371,107 @@ mod tests {
             norm(b"{}", &Plan::default(), &StopNow).unwrap_err(),
             PipelineError::Stopped
         );
+    }
+
+    mod idempotence {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Characters where the order of the string rules matters: combining marks
+        /// whose order NFC fixes, letters that lowercase to a base + mark, titlecase and
+        /// special-cased letters, Hangul jamo, whitespace; plus any character.
+        fn tricky_char() -> impl Strategy<Value = char> {
+            prop_oneof![
+                3 => prop::sample::select(vec![
+                    'W', 'w', 'I', 'i', 'A', 'K', 'S', ' ', '\t', '\u{130}', '\u{307}',
+                    '\u{329}', '\u{30a}', '\u{301}', '\u{300}', '\u{323}', '\u{1e98}',
+                    '\u{212b}', '\u{212a}', '\u{1c5}', '\u{1f88}', '\u{3a3}', '\u{1100}',
+                    '\u{1161}', '\u{11a8}', '\u{ac00}', '\u{df}', '\u{1e9e}', '\u{345}',
+                    '\u{399}', '\u{3c2}', '\u{2000}', '\u{3000}',
+                ]),
+                1 => any::<char>(),
+            ]
+        }
+
+        fn tricky_string() -> impl Strategy<Value = String> {
+            prop::collection::vec(tricky_char(), 0..8).prop_map(|c| c.into_iter().collect())
+        }
+
+        fn document() -> impl Strategy<Value = serde_json::Value> {
+            use serde_json::Value;
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                (-1e30f64..1e30).prop_map(Value::from),
+                tricky_string().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 48, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                    prop::collection::vec((prop::sample::select(vec!["a", "b", "n"]), inner), 0..4)
+                        .prop_map(|m| Value::Object(
+                            m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                        )),
+                ]
+            })
+        }
+
+        fn plan(mask: u8, numbers: canonical::NumberPolicy) -> Plan {
+            let lowercase = ["/a", "/*/b", "/n/*"]
+                .iter()
+                .take(if mask & 4 != 0 { 3 } else { 0 })
+                .map(|p| PointerPattern::parse(p).expect("pointer"))
+                .collect();
+            Plan {
+                parse: ParseOptions {
+                    numbers,
+                    ..ParseOptions::default()
+                },
+                json_rules: JsonRules {
+                    trim: mask & 1 != 0,
+                    nfc: mask & 2 != 0,
+                    lowercase,
+                    drop_nulls: mask & 8 != 0,
+                },
+                text_rules: TextRules {
+                    trim: mask & 1 != 0,
+                    nfc: mask & 2 != 0,
+                    lowercase: mask & 4 != 0,
+                },
+                ..Plan::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+
+            /// normalize(normalize(x)) == normalize(x), for every combination of the
+            /// string rules and every number mode, in JSON and text mode: the digest
+            /// of a document must not depend on how often it was normalized.
+            #[test]
+            fn normalizing_twice_equals_normalizing_once(
+                doc in document(),
+                text in tricky_string(),
+                mask in 0u8..16,
+                numbers in prop::sample::select(vec![
+                    canonical::NumberPolicy::Safe,
+                    canonical::NumberPolicy::Jcs,
+                    canonical::NumberPolicy::Strict,
+                ]),
+            ) {
+                let plan = plan(mask, numbers);
+                let body = serde_json::to_vec(&doc).expect("serialize");
+                if let Ok(once) = normalize(&body, &plan, &NeverStop) {
+                    let twice = normalize(&once.bytes, &plan, &NeverStop).expect("normalizes again");
+                    prop_assert_eq!(&twice.bytes, &once.bytes);
+                }
+                let text_plan = Plan { mode: Mode::Text, ..plan };
+                let once = normalize(text.as_bytes(), &text_plan, &NeverStop).expect("text");
+                let twice = normalize(&once.bytes, &text_plan, &NeverStop).expect("text again");
+                prop_assert_eq!(twice.bytes, once.bytes);
+            }
+        }
     }
 }
