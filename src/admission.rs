@@ -443,6 +443,22 @@ impl BytesPermit {
     }
 }
 
+impl BytesPermit {
+    /// Keeps only `bytes` of the reservation (an answer's size, held until the client
+    /// has taken it) and releases the rest.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if bytes < self.bytes {
+            let released = self.bytes - bytes;
+            let before = self
+                .admission
+                .inflight_bytes
+                .fetch_sub(released, Ordering::AcqRel);
+            telemetry::inflight_bytes(before - released);
+            self.bytes = bytes;
+        }
+    }
+}
+
 impl Drop for BytesPermit {
     fn drop(&mut self) {
         let before = self

@@ -6,6 +6,7 @@
 //! Never: runs pipeline work here (it goes to the pool), and never reads a body it is
 //! about to refuse.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -14,10 +15,10 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde_json::json;
 
-use crate::admission::Refusal;
+use crate::admission::{BytesPermit, Refusal};
 use crate::error::{Code, Problem};
 use crate::health::PROBE_HEADER;
 use crate::pipeline::{self, ContentEncoding, Encoding, Mode, Plan};
@@ -107,6 +108,14 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     }
     if let Ok(v) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert("x-request-id", v);
+    }
+    if state.health.draining() {
+        // Draining: keep-alive clients move to new connections (the app's fallback, or a
+        // new normd) before the listeners close, rather than race the close with their
+        // next request on this one.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     telemetry::request_done(route, status, code.unwrap_or("ok"), took);
     // Every request gets its line, health checks and scrapes included; only the
@@ -238,6 +247,11 @@ async fn work_inner(
         unread.linger_then_close();
         *body_abandoned = true;
     }
+    if let Err(p) = transfer_coding(headers) {
+        // The body's framing is not what the client meant: no further request on it.
+        *body_abandoned = true;
+        return Err(fail(p));
+    }
     let is_probe = headers
         .get(PROBE_HEADER)
         .is_some_and(|v| v.as_bytes() == state.probe_token.as_bytes());
@@ -286,6 +300,10 @@ async fn work_inner(
         }
     }
     let deadline = deadline_for(state, headers, deadline_default, received).map_err(fail)?;
+    if deadline <= Instant::now() {
+        // A budget spent on arrival: no queue slot, no body read, no work.
+        return Err(fail(refusal_problem(Refusal::DeadlineExceeded)));
+    }
 
     let slot = state
         .admission
@@ -302,10 +320,7 @@ async fn work_inner(
     let cutoff = state.health.wait_cutoff();
     tokio::pin!(cutoff);
     let collected = tokio::select! {
-        c = tokio::time::timeout_at(
-            deadline.into(),
-            Limited::new(unread.take(), max_body).collect(),
-        ) => c,
+        c = tokio::time::timeout_at(deadline.into(), unread.read_capped()) => c,
         () = &mut cutoff => {
             *body_abandoned = true;
             return Err(fail(cut_off_problem()));
@@ -315,37 +330,44 @@ async fn work_inner(
     *body_abandoned = !matches!(collected, Ok(Ok(_)));
     let raw: Bytes = match collected {
         Err(_) => return Err(fail(refusal_problem(Refusal::DeadlineExceeded))),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+        Ok(Err(BodyError::TooLarge)) => {
+            // Past the cap while streaming (a chunked body): what the client still
+            // sends is discarded, as for a declared length, so it reads its 413.
+            unread.linger_then_close();
             return Err(fail(
                 Problem::new(
                     Code::PayloadTooLarge,
                     format!("body exceeds the limit of {max_body} bytes"),
                 )
                 .with("limit", max_body),
-            ))
+            ));
         }
-        Ok(Err(e)) => {
+        Ok(Err(BodyError::Read(e))) => {
             return Err(fail(Problem::new(
                 Code::BadParameter,
                 format!("could not read the request body: {e}"),
             )))
         }
-        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Ok(bytes)) => bytes,
     };
     let in_bytes = raw.len();
     let max_decoded = state.config.max_decoded_bytes;
     let debug_panic = state.config_debug_panic && headers.contains_key("x-normd-debug-panic");
 
     let (encoding, mode) = (plan.encoding, plan.mode);
-    let work = state
-        .admission
-        .run(slot, deadline, move |budget| -> Result<Done, Problem> {
+    let work = state.admission.run(
+        slot,
+        deadline,
+        move |budget| -> Result<(Done, BytesPermit), Problem> {
             if debug_panic {
                 panic!("panic requested by x-normd-debug-panic");
             }
             let decoded: std::borrow::Cow<[u8]> = if content_encoding == ContentEncoding::Identity {
                 std::borrow::Cow::Borrowed(raw.as_ref())
             } else {
+                // The decoder's window is charged before the decoder allocates it.
+                let window = pipeline::decode_memory(&raw, content_encoding, max_decoded)?;
+                permit.grow(window).map_err(refusal_problem)?;
                 let d = pipeline::decode(&raw, content_encoding, max_decoded, budget)?;
                 permit.grow(d.len()).map_err(refusal_problem)?;
                 std::borrow::Cow::Owned(d)
@@ -366,16 +388,16 @@ async fn work_inner(
                 Route::Validate => Done::Validate(pipeline::check(&decoded, &plan, budget)?),
                 Route::Compress => Done::Compress(pipeline::compress(&decoded, &plan, budget)?),
             };
-            drop(permit);
-            Ok(done)
-        });
+            Ok((done, permit))
+        },
+    );
     // Dropping `work` at the cutoff takes a queued job back, or tells a running one to
     // stop at its next checkpoint.
     let outcome = tokio::select! {
         o = work => o,
         () = &mut cutoff => return Err((cut_off_problem(), in_bytes)),
     };
-    let done = match outcome {
+    let (done, mut permit) = match outcome {
         Ok(Ok(done)) => done,
         Ok(Err(problem)) => return Err((problem, in_bytes)),
         Err(refusal) => return Err((refusal_problem(refusal), in_bytes)),
@@ -427,7 +449,33 @@ async fn work_inner(
         }
     };
     response.extensions_mut().insert(InBytes(in_bytes));
+    // A large answer stays charged to the in-flight budget until the client has taken it
+    // (the server releases it); a small one costs less than the bookkeeping.
+    let answer_len = http_body::Body::size_hint(response.body())
+        .exact()
+        .unwrap_or(0) as usize;
+    if answer_len > ANSWER_CHARGE_MIN {
+        permit.shrink_to(answer_len);
+        response
+            .extensions_mut()
+            .insert(AnswerPermit(Arc::new(Mutex::new(Some(permit)))));
+    }
     Ok(response)
+}
+
+/// Answers larger than this are charged to the in-flight byte budget until sent.
+const ANSWER_CHARGE_MIN: usize = 16 << 10;
+
+/// The in-flight bytes of an answer on its way out; the server holds it until the
+/// client has taken the answer (or the connection is gone). Shared only because response
+/// extensions must be `Clone`: the server takes it out once.
+#[derive(Clone)]
+pub struct AnswerPermit(Arc<Mutex<Option<BytesPermit>>>);
+
+impl AnswerPermit {
+    pub fn take(&self) -> Option<BytesPermit> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// The request body until a handler reads it. A call refused before reading its body
@@ -447,8 +495,35 @@ impl Unread {
         }
     }
 
-    fn take(&mut self) -> axum::body::Body {
-        self.body.take().unwrap_or_default()
+    /// Reads the whole body, up to the cap. Past the cap, or cut by the deadline, the
+    /// rest stays here, so dropping `self` discards it (see [`Drop`]).
+    async fn read_capped(&mut self) -> Result<Bytes, BodyError> {
+        let Some(body) = self.body.as_mut() else {
+            return Ok(Bytes::new());
+        };
+        let (mut first, mut rest): (Option<Bytes>, Vec<u8>) = (None, Vec::new());
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+                continue; // trailers
+            };
+            total += data.len();
+            if total > self.limit {
+                return Err(BodyError::TooLarge);
+            }
+            // One frame (the usual case with Content-Length) is kept without a copy.
+            match first.take() {
+                None if rest.is_empty() => first = Some(data),
+                held => {
+                    if let Some(held) = held {
+                        rest.extend_from_slice(&held);
+                    }
+                    rest.extend_from_slice(&data);
+                }
+            }
+        }
+        self.body = None;
+        Ok(first.unwrap_or_else(|| Bytes::from(rest)))
     }
 
     /// Over the size cap: the connection closes after the answer, but first what the
@@ -458,6 +533,12 @@ impl Unread {
     fn linger_then_close(&mut self) {
         self.limit = LINGER_BYTES;
     }
+}
+
+/// Why a request body could not be read whole.
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
 }
 
 /// Bytes of an over-the-cap body discarded after its 413, before the connection closes:
@@ -761,15 +842,56 @@ fn resolve_plan(
     Ok((plan, deadline, validated))
 }
 
+/// Refuses a `Transfer-Encoding` other than plain `chunked`. hyper frames a body by its
+/// last coding and passes the others through unapplied, so `gzip, chunked` would be
+/// served as if the gzip coding were not there; normd implements no transfer coding but
+/// chunked, and answers 400 (RFC 9112 §6.1 allows 501; 400 keeps the answer in the
+/// contract's codes, and either way the client must not retry unchanged).
+fn transfer_coding(headers: &HeaderMap) -> Result<(), Problem> {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(Problem::new(
+            Code::BadParameter,
+            "Transfer-Encoding: only `chunked` is supported (use Content-Encoding to send a \
+             compressed body)",
+        )),
+    }
+}
+
 /// JSON for `application/json`, `*/*+json` or no Content-Type; text for `text/plain`.
 /// A `charset` other than UTF-8 (or its subset US-ASCII) is refused: the body would
 /// otherwise be read as UTF-8 and its text changed. An empty `Content-Type:` line names
 /// no media type, so it counts as missing (some clients send one for "unset").
 fn media_mode(headers: &HeaderMap) -> Result<Mode, Problem> {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
-    else {
+    let mut lines = headers.get_all(header::CONTENT_TYPE).iter();
+    let first = lines.next();
+    // Two different Content-Type lines: which one the client meant is a guess; refuse.
+    if let Some(other) = lines.find(|v| {
+        first.is_some_and(|f| {
+            !f.as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(v.as_bytes().trim_ascii())
+        })
+    }) {
+        return Err(Problem::new(
+            Code::BadParameter,
+            format!(
+                "Content-Type is given twice with different values ({:?} and {:?})",
+                first
+                    .map(|f| String::from_utf8_lossy(f.as_bytes()))
+                    .unwrap_or_default(),
+                String::from_utf8_lossy(other.as_bytes())
+            ),
+        ));
+    }
+    let Some(ct) = first.filter(|v| !v.as_bytes().trim_ascii().is_empty()) else {
         return Ok(Mode::Json);
     };
     let text = ct.to_str().unwrap_or("");
@@ -845,7 +967,9 @@ fn deadline_for(
         Some(v) => {
             let text = v.to_str().unwrap_or("").trim();
             match text.parse::<u64>() {
-                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                // 0 is a well-formed budget that is already spent (the caller's own
+                // deadline passed): a 504 below, not a malformed header.
+                Ok(ms) => Duration::from_millis(ms),
                 // Digits too many for u64 are still a budget above the cap, not a
                 // malformed one: capped like any other large value.
                 Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Duration::MAX,
@@ -853,8 +977,8 @@ fn deadline_for(
                     return Err(Problem::new(
                         Code::BadParameter,
                         format!(
-                            "X-Deadline-Ms {text:?} must be a positive integer of milliseconds"
-                        ),
+                        "X-Deadline-Ms {text:?} must be a whole number of milliseconds (0 or more)"
+                    ),
                     ))
                 }
             }

@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// (a call runs under its deadline instead), is closed. [default: 30000]
     #[arg(long, env = "NORMD_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
+    /// An answer whose client takes no byte of it for this long is dropped and its
+    /// connection closed, so a reader that stalls frees the memory it holds. [default: 5000]
+    #[arg(long, env = "NORMD_SEND_TIMEOUT_MS")]
+    pub send_timeout_ms: Option<u64>,
     /// Deepest array/object nesting accepted (1..=1024). [default: 128]
     #[arg(long, env = "NORMD_MAX_DEPTH")]
     pub max_depth: Option<usize>,
@@ -259,6 +263,7 @@ pub struct FileConfig {
     shutdown_timeout_ms: Option<u64>,
     header_read_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    send_timeout_ms: Option<u64>,
     max_depth: Option<usize>,
     max_errors: Option<usize>,
     probe_interval_ms: Option<u64>,
@@ -396,6 +401,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    pub send_timeout: Duration,
     pub max_depth: usize,
     pub max_errors: usize,
     pub probe_interval: Duration,
@@ -622,6 +628,12 @@ impl Config {
             30000,
             1,
         );
+        let send_timeout = ms(
+            "send-timeout-ms",
+            args.send_timeout_ms.or(file.send_timeout_ms),
+            5000,
+            1,
+        );
         let probe_interval = ms(
             "probe-interval-ms",
             args.probe_interval_ms.or(file.probe_interval_ms),
@@ -761,6 +773,7 @@ impl Config {
             shutdown_timeout,
             header_read_timeout,
             idle_timeout,
+            send_timeout,
             max_depth,
             max_errors,
             probe_interval,

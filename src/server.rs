@@ -14,23 +14,27 @@
 //! after bind, and failure to do so fails startup), and never leaves behind a socket
 //! file it bound, whether startup fails later or shutdown completes.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use bytes::Bytes;
+
+use crate::admission::BytesPermit;
 use crate::allocator;
+use crate::api::AnswerPermit;
 use crate::client::Target;
 use crate::config::Config;
 use crate::health;
@@ -234,7 +238,7 @@ pub async fn run(
     let targets = listeners.targets();
     let router = crate::router(state.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
+    let connections = Connections::new();
     let work_limit = Limit::new(cfg.max_connections, "--max-connections");
     // The work routes on the socket and TCP; observation only on --metrics-listen.
     let mut acceptors = Vec::new();
@@ -269,12 +273,14 @@ pub async fn run(
         .map(|(acceptor, name, routes, limit)| {
             tokio::spawn(accept_loop(
                 acceptor,
-                name,
-                routes,
-                Arc::clone(&cfg),
-                limit,
-                Arc::clone(&graceful),
-                stop_rx.clone(),
+                Serving {
+                    listener_name: name,
+                    router: routes,
+                    cfg: Arc::clone(&cfg),
+                    limit,
+                    connections: connections.clone(),
+                    stop: stop_rx.clone(),
+                },
             ))
         })
         .collect();
@@ -289,7 +295,7 @@ pub async fn run(
         signalled,
         stop_tx,
         accept_tasks,
-        graceful,
+        connections,
         socket_file,
     )
     .await;
@@ -316,11 +322,14 @@ const REFUSING_CONNECTIONS: usize = 128;
 /// How long a refused connection gets to send its request head and body.
 const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A listener group's connection permits, and the few slots for answering past them.
+/// A listener group's connection permits, the few slots for connections past them, and
+/// the open connections, so that an idle one can give its permit to a newcomer.
 #[derive(Clone)]
 struct Limit {
     permits: Arc<Semaphore>,
     refusing: Arc<Semaphore>,
+    open: Arc<Mutex<HashMap<u64, Arc<Activity>>>>,
+    next_id: Arc<AtomicU64>,
     max: usize,
     flag: &'static str,
 }
@@ -330,21 +339,108 @@ impl Limit {
         Self {
             permits: Arc::new(Semaphore::new(max)),
             refusing: Arc::new(Semaphore::new(REFUSING_CONNECTIONS)),
+            open: Arc::default(),
+            next_id: Arc::default(),
             max,
             flag,
         }
     }
+
+    /// Records an open connection until the returned guard drops.
+    fn register(&self, activity: &Arc<Activity>) -> Registered {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, Arc::clone(activity));
+        Registered {
+            id,
+            open: Arc::clone(&self.open),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the longest-idle connection (no request in hand, no answer going out) to
+    /// close between requests, as nginx does with its reusable connections; `false` if
+    /// every connection is busy. The newcomer takes the permit it frees.
+    fn evict_idlest(&self) -> bool {
+        let open = self.lock();
+        // Ties (the clock is in ms) go to the older connection.
+        let idlest = open
+            .iter()
+            .filter(|(_, a)| a.is_idle() && !a.evicting.load(Ordering::Relaxed))
+            .min_by_key(|(id, a)| (a.last_moved(), **id));
+        match idlest {
+            Some((_, a)) => {
+                a.evicting.store(true, Ordering::Relaxed);
+                a.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
-async fn accept_loop(
-    acceptor: Acceptor,
+/// Removes a connection from its [`Limit`]'s open set when it ends.
+struct Registered {
+    id: u64,
+    open: Arc<Mutex<HashMap<u64, Arc<Activity>>>>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// Every connection being served, so that the drain can wait for the last one.
+#[derive(Clone)]
+pub(crate) struct Connections(Arc<watch::Sender<usize>>);
+
+impl Connections {
+    fn new() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+
+    fn enter(&self) -> ConnectionGuard {
+        self.0.send_modify(|n| *n += 1);
+        ConnectionGuard(self.clone())
+    }
+
+    /// Resolves once no connection is open.
+    pub(crate) async fn all_closed(&self) {
+        let _ = self.0.subscribe().wait_for(|n| *n == 0).await;
+    }
+}
+
+struct ConnectionGuard(Connections);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0 .0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// What every connection of one listener is served with.
+#[derive(Clone)]
+struct Serving {
     listener_name: &'static str,
     router: axum::Router,
     cfg: Arc<Config>,
     limit: Limit,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-) {
+    connections: Connections,
+    stop: watch::Receiver<bool>,
+}
+
+/// How long a newcomer waits for the permit of the idle connection it evicted.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+async fn accept_loop(acceptor: Acceptor, serving: Serving) {
+    let mut stop = serving.stop.clone();
+    let name = serving.listener_name;
     loop {
         let accepted = tokio::select! {
             a = accept(&acceptor) => a,
@@ -354,56 +450,113 @@ async fn accept_loop(
             Ok(s) => s,
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.
-                tracing::warn!(listener = listener_name, error = %e, "accept failed");
+                tracing::warn!(listener = name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&limit.permits).try_acquire_owned() else {
-            refuse_connection(stream, listener_name, &limit, &router);
+        let limit = &serving.limit;
+        if let Ok(permit) = Arc::clone(&limit.permits).try_acquire_owned() {
+            tokio::spawn(serve_connection(stream, permit, serving.clone()));
             continue;
+        }
+        // At the limit: an idle keep-alive connection gives way to the newcomer; only
+        // when every connection has a request in hand is the newcomer refused.
+        let Ok(slot) = Arc::clone(&limit.refusing).try_acquire_owned() else {
+            telemetry::connection_refused(name);
+            continue; // dropping the stream closes it
         };
-        let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(ActivityIo {
-            inner: stream,
-            activity: Arc::clone(&activity),
-        });
-        let service = {
-            let activity = Arc::clone(&activity);
-            let router = router.clone();
-            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let handling = Handling::start(&activity);
-                let call = tower::ServiceExt::oneshot(router.clone(), req);
-                async move {
-                    let response = call.await;
-                    drop(handling);
-                    response
-                }
-            })
-        };
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(cfg.header_read_timeout)
-            .keep_alive(true)
-            .serve_connection(io, service);
-        let conn = graceful.watch(conn);
-        let idle = cfg.idle_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            telemetry::open_connections(listener_name, 1.0);
-            tokio::select! {
-                r = conn => {
-                    if let Err(e) = r {
-                        tracing::debug!(listener = listener_name, error = %e, "connection ended with an error");
+        if limit.evict_idlest() {
+            telemetry::connection_evicted(name);
+            let serving = serving.clone();
+            tokio::spawn(async move {
+                let permits = Arc::clone(&serving.limit.permits);
+                match tokio::time::timeout(EVICTION_WAIT, permits.acquire_owned()).await {
+                    Ok(Ok(permit)) => {
+                        drop(slot);
+                        serve_connection(stream, permit, serving).await;
                     }
+                    _ => answer_refused(stream, &serving, slot).await,
                 }
-                () = activity.idle_for(idle) => {
-                    tracing::debug!(listener = listener_name, "closing a connection idle past --idle-timeout-ms");
-                }
-            }
-            telemetry::open_connections(listener_name, -1.0);
-        });
+            });
+        } else {
+            let serving = serving.clone();
+            tokio::spawn(async move { answer_refused(stream, &serving, slot).await });
+        }
     }
+}
+
+/// Serves one connection until it closes, holding its permit: keep-alive, the header
+/// read, idle and send timeouts, eviction at the limit, and the graceful close at
+/// shutdown (an idle connection closes at once, one with a request in hand after its
+/// answer).
+async fn serve_connection(stream: Stream, permit: OwnedSemaphorePermit, serving: Serving) {
+    let _permit = permit;
+    let _counted = serving.connections.enter();
+    let activity = Arc::new(Activity::new());
+    let _registered = serving.limit.register(&activity);
+    let io = TokioIo::new(ActivityIo {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let service = {
+        let activity = Arc::clone(&activity);
+        let router = serving.router.clone();
+        hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let handling = Handling::start(&activity);
+            let call = tower::ServiceExt::oneshot(router.clone(), req);
+            let activity = Arc::clone(&activity);
+            async move {
+                let Ok(mut response) = call.await;
+                if let Some(permit) = response
+                    .extensions_mut()
+                    .remove::<AnswerPermit>()
+                    .and_then(|p| p.take())
+                {
+                    response = response
+                        .map(|body| axum::body::Body::new(Outgoing::new(body, permit, &activity)));
+                }
+                drop(handling);
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let cfg = &serving.cfg;
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let name = serving.listener_name;
+    let mut stop = serving.stop.clone();
+    let mut closing = false;
+    telemetry::open_connections(name, 1.0);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(listener = name, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = activity.idle_for(cfg.idle_timeout, cfg.send_timeout) => {
+                tracing::debug!(listener = name, "closing a connection idle or stalled past its timeout");
+                break;
+            }
+            // Between requests hyper closes at once; with one in hand, after its answer.
+            _ = stop.wait_for(|s| *s), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = activity.evict.notified(), if !closing => {
+                tracing::debug!(listener = name, "closing an idle connection to make room for a new one");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+    telemetry::open_connections(name, -1.0);
 }
 
 /// Answers one request on a connection past the limit, then closes it. The request
@@ -413,80 +566,68 @@ async fn accept_loop(
 /// with `X-Normd-Refused: connections`, which tells the self-probe that the listener
 /// itself is alive. Every other route (health, metrics, `/flags`, `/schemas`, 404s) does
 /// no pool work, so it is served as usual: an app holding every connection must not
-/// make the kubelet's `normd probe` fail (SPEC §5: health is never blocked by work).
-fn refuse_connection(
-    stream: Stream,
-    listener_name: &'static str,
-    limit: &Limit,
-    router: &axum::Router,
-) {
-    let Ok(slot) = Arc::clone(&limit.refusing).try_acquire_owned() else {
-        telemetry::connection_refused(listener_name);
-        return; // dropping the stream closes it
-    };
+/// make the kubelet's `normd probe` fail: health is never blocked by work.
+async fn answer_refused(stream: Stream, serving: &Serving, slot: OwnedSemaphorePermit) {
+    let _slot = slot;
+    let (limit, listener_name) = (&serving.limit, serving.listener_name);
     let detail = format!(
         "too many open connections ({} {}); use the in-app path",
         limit.flag, limit.max
     );
-    let router = router.clone();
-    tokio::spawn(async move {
-        let _slot = slot;
-        let service =
-            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let detail = detail.clone();
-                let router = router.clone();
-                async move {
-                    // Read and drop the body, frame by frame (up to 128 answers at once
-                    // must not buffer up to 128 bodies), whatever the route: the routes
-                    // served below need none, and a 405 to a POST must not be reset.
-                    let (parts, mut body) = req.into_parts();
-                    let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT, async {
-                        let mut seen = 0usize;
-                        while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await
-                        {
-                            seen += frame.data_ref().map_or(0, |d| d.len());
-                            if seen > REFUSED_BODY_LIMIT {
-                                break;
-                            }
-                        }
-                    })
-                    .await;
-                    let work = parts.method == http::Method::POST
-                        && crate::api::is_work_path(parts.uri.path());
-                    let mut req = http::Request::from_parts(parts, axum::body::Body::empty());
-                    if work {
-                        // Refused by the handler itself, so the refusal gets its log
-                        // line, request metrics and X-Request-Id like any other.
-                        telemetry::connection_refused(listener_name);
-                        req.extensions_mut()
-                            .insert(crate::api::ConnectionLimited(detail));
+    let router = serving.router.clone();
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let detail = detail.clone();
+        let router = router.clone();
+        async move {
+            // Read and drop the body, frame by frame (up to 128 answers at once
+            // must not buffer up to 128 bodies), whatever the route: the routes
+            // served below need none, and a 405 to a POST must not be reset.
+            let (parts, mut body) = req.into_parts();
+            let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT, async {
+                let mut seen = 0usize;
+                while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
+                    seen += frame.data_ref().map_or(0, |d| d.len());
+                    if seen > REFUSED_BODY_LIMIT {
+                        break;
                     }
-                    let Ok(mut response) = tower::ServiceExt::oneshot(router, req).await;
-                    let headers = response.headers_mut();
-                    headers.insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                    if work {
-                        headers.insert(
-                            REFUSED_HEADER,
-                            http::HeaderValue::from_static("connections"),
-                        );
-                    }
-                    Ok::<_, std::convert::Infallible>(response)
                 }
-            });
-        let io = TokioIo::new(ActivityIo {
-            inner: stream,
-            activity: Arc::new(Activity::new()),
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(REFUSAL_READ_TIMEOUT)
-            .keep_alive(false)
-            .serve_connection(io, service);
-        let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT * 2, conn).await;
+            })
+            .await;
+            let work =
+                parts.method == http::Method::POST && crate::api::is_work_path(parts.uri.path());
+            let mut req = http::Request::from_parts(parts, axum::body::Body::empty());
+            if work {
+                // Refused by the handler itself, so the refusal gets its log
+                // line, request metrics and X-Request-Id like any other.
+                telemetry::connection_refused(listener_name);
+                req.extensions_mut()
+                    .insert(crate::api::ConnectionLimited(detail));
+            }
+            let Ok(mut response) = tower::ServiceExt::oneshot(router, req).await;
+            let headers = response.headers_mut();
+            headers.insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            if work {
+                headers.insert(
+                    REFUSED_HEADER,
+                    http::HeaderValue::from_static("connections"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
+    let io = TokioIo::new(ActivityIo {
+        inner: stream,
+        activity: Arc::new(Activity::new()),
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_READ_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(io, service);
+    let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT * 2, conn).await;
 }
 
 /// Header on the 429 given to a connection past the limit.
@@ -526,6 +667,13 @@ struct Activity {
     last_ms: AtomicU64,
     /// Requests between the head being read and the response being handed to hyper.
     handling: AtomicUsize,
+    /// Answers handed to hyper and not yet taken whole (see [`Outgoing`]).
+    sending: AtomicUsize,
+    /// Set once a request was answered on this connection.
+    served: AtomicBool,
+    /// Set once this connection was asked to make room for a new one.
+    evicting: AtomicBool,
+    evict: Notify,
 }
 
 impl Activity {
@@ -534,6 +682,10 @@ impl Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
             handling: AtomicUsize::new(0),
+            sending: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            evicting: AtomicBool::new(false),
+            evict: Notify::new(),
         }
     }
 
@@ -542,19 +694,127 @@ impl Activity {
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Resolves once the connection has been idle for `idle`: no request handled and no
-    /// byte moved. (hyper's own timer covers the wait for a request head.)
-    async fn idle_for(&self, idle: Duration) {
+    fn last_moved(&self) -> u64 {
+        self.last_ms.load(Ordering::Relaxed)
+    }
+
+    /// A keep-alive connection between requests: it has served one, and has no request
+    /// in hand and no answer going out. The cheapest thing a server holds to give back.
+    /// A connection that has not sent its first request yet is not one: its client
+    /// connected to send it (the header-read timeout bounds one that never does).
+    fn is_idle(&self) -> bool {
+        self.served.load(Ordering::Relaxed)
+            && self.handling.load(Ordering::Relaxed) == 0
+            && self.sending.load(Ordering::Relaxed) == 0
+    }
+
+    /// Resolves once the connection has been idle for `idle` (no request handled, no
+    /// byte moved), or an answer has been waiting for its reader for `send` without a
+    /// byte taken. (hyper's own timer covers the wait for a request head.)
+    async fn idle_for(&self, idle: Duration, send: Duration) {
+        // Looked at again at least every `send`: an answer may start going out while
+        // this waits for the longer idle timeout.
+        let recheck = idle.min(send);
         loop {
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let due = self.epoch + last + idle;
+            let last = Duration::from_millis(self.last_moved());
             if self.handling.load(Ordering::Relaxed) > 0 {
                 // Its end touches `last_ms`, so the idle time counts from the answer.
-                tokio::time::sleep(idle).await;
-            } else if Instant::now() >= due {
-                return;
+                tokio::time::sleep(recheck).await;
+                continue;
+            }
+            let limit = if self.sending.load(Ordering::Relaxed) > 0 {
+                send
             } else {
-                tokio::time::sleep_until(due.into()).await;
+                idle
+            };
+            let due = self.epoch + last + limit;
+            let now = Instant::now();
+            if now >= due {
+                return;
+            }
+            tokio::time::sleep_until(due.min(now + recheck).into()).await;
+        }
+    }
+}
+
+/// An answer on its way to the client, holding its in-flight bytes until the client has
+/// taken it: a reader that stalls keeps them charged (so the budget, not RSS, says no to
+/// more work) until the send timeout closes its connection and frees them. The answer is
+/// handed to hyper in copied slices, so that once this is dropped hyper holds at most its
+/// own write buffer, not the whole answer.
+struct Outgoing {
+    inner: axum::body::Body,
+    pending: Bytes,
+    _permit: BytesPermit,
+    activity: Arc<Activity>,
+}
+
+/// Slice of an answer handed to hyper at a time.
+const SEND_SLICE: usize = 64 << 10;
+
+impl Outgoing {
+    fn new(inner: axum::body::Body, permit: BytesPermit, activity: &Arc<Activity>) -> Self {
+        activity.sending.fetch_add(1, Ordering::Relaxed);
+        Self {
+            inner,
+            pending: Bytes::new(),
+            _permit: permit,
+            activity: Arc::clone(activity),
+        }
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        self.activity.touch();
+        self.activity.sending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl http_body::Body for Outgoing {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(SEND_SLICE);
+                let slice = self.pending.split_to(n);
+                let data = Bytes::copy_from_slice(&slice);
+                if self.pending.is_empty() {
+                    self.pending = Bytes::new(); // frees the answer's buffer now
+                }
+                return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+            }
+            match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => self.pending = data,
+                    Err(other) => return Poll::Ready(Some(Ok(other))),
+                },
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let inner = self.inner.size_hint();
+        let pending = self.pending.len() as u64;
+        match inner.exact() {
+            Some(n) => http_body::SizeHint::with_exact(n + pending),
+            None => {
+                let mut hint = http_body::SizeHint::new();
+                hint.set_lower(inner.lower() + pending);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + pending);
+                }
+                hint
             }
         }
     }
@@ -574,6 +834,7 @@ impl Handling {
 
 impl Drop for Handling {
     fn drop(&mut self) {
+        self.0.served.store(true, Ordering::Relaxed);
         self.0.touch();
         self.0.handling.fetch_sub(1, Ordering::Relaxed);
     }

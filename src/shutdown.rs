@@ -8,10 +8,8 @@
 //! answered 503 `draining`; what the timeout then cuts is logged, never silently dropped.
 //! Never: refuses a request that was already accepted without answering it.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -52,13 +50,13 @@ impl Signals {
 }
 
 /// Runs the drain sequence after the signal at `signalled`.
-pub async fn drain(
+pub(crate) async fn drain(
     cfg: &Config,
     state: &AppState,
     signalled: Instant,
     stop_accepting: watch::Sender<bool>,
     accept_tasks: Vec<JoinHandle<()>>,
-    graceful: Arc<GracefulShutdown>,
+    connections: crate::server::Connections,
     socket: Option<crate::server::SocketFile>,
 ) {
     state.health.set_draining();
@@ -84,8 +82,7 @@ pub async fn drain(
 
     let deadline = signalled + cfg.shutdown_timeout;
     let cutoff = deadline - CUTOFF_MARGIN.min(cfg.shutdown_timeout / 4);
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-    let finished = graceful.shutdown();
+    let finished = connections.all_closed();
     tokio::pin!(finished);
     let on_time = tokio::select! {
         () = &mut finished => true,

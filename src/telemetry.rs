@@ -26,6 +26,7 @@ pub const QUEUE_DEPTH: &str = "normd_queue_depth";
 pub const INFLIGHT_BYTES: &str = "normd_inflight_bytes";
 pub const OPEN_CONNECTIONS: &str = "normd_open_connections";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "normd_connections_refused_total";
+pub const CONNECTIONS_EVICTED_TOTAL: &str = "normd_connections_evicted_total";
 pub const REJECTIONS_TOTAL: &str = "normd_rejections_total";
 pub const BYTES_IN_TOTAL: &str = "normd_bytes_in_total";
 pub const BYTES_OUT_TOTAL: &str = "normd_bytes_out_total";
@@ -96,6 +97,7 @@ pub fn install_metrics() {
         for listener in ["unix", "tcp"] {
             counter!(PROBE_FAILURES_TOTAL, "listener" => listener).increment(0);
             counter!(CONNECTIONS_REFUSED_TOTAL, "listener" => listener).increment(0);
+            counter!(CONNECTIONS_EVICTED_TOTAL, "listener" => listener).increment(0);
         }
         gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => option_env!("NORMD_COMMIT").unwrap_or("unknown")).set(1.0);
         Some(Exporter { handle, process })
@@ -129,6 +131,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_REFUSED_TOTAL,
         "Connections answered 429 (or closed) past the connection limit, by listener"
+    );
+    describe_counter!(
+        CONNECTIONS_EVICTED_TOTAL,
+        "Idle keep-alive connections closed at the connection limit to serve a new one, by listener"
     );
     describe_counter!(
         REJECTIONS_TOTAL,
@@ -406,6 +412,10 @@ pub fn inflight_requests(delta: f64) {
 
 pub fn open_connections(listener: &'static str, delta: f64) {
     gauge!(OPEN_CONNECTIONS, "listener" => listener).increment(delta);
+}
+
+pub fn connection_evicted(listener: &'static str) {
+    counter!(CONNECTIONS_EVICTED_TOTAL, "listener" => listener).increment(1);
 }
 
 pub fn connection_refused(listener: &'static str) {

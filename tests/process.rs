@@ -888,7 +888,6 @@ fn the_idle_timeout_closes_idle_connections_but_never_a_call_in_progress() {
 /// connection is served again once one closes.
 #[test]
 fn past_max_connections_a_connection_is_answered_429_at_once() {
-    use std::io::Write;
     let n = start(&[
         &["--max-connections", "2", "--metrics-listen", "127.0.0.1:0"],
         &QUIET_PROBE,
@@ -904,7 +903,8 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
         .expect("metrics listen address");
 
     // Once the start-up connections (the self-probe's, our readiness polls) are gone,
-    // two keep-alive connections, each served once, hold both permits.
+    // two uploads in progress hold both permits (idle keep-alive connections would give
+    // way to a newcomer: tests/edges.rs).
     let settled = poll_until(WAIT, || {
         let raw = raw_exchange(
             RawTarget::Tcp(metrics_addr),
@@ -915,15 +915,26 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
             && m.sum("normd_open_connections", &[("listener", "tcp")]) == 0.0
     });
     assert!(settled, "start-up connections still open");
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut s = std::os::unix::net::UnixStream::connect(n.socket_path()).expect("connect");
-        s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("request");
-        let reply = parse_raw_response(&read_reply_bytes(&mut s));
-        assert_eq!(status_of(&reply), 200);
-        held.push(s);
-    }
+    let mut held: Vec<Held> = (0..2)
+        .map(|i| {
+            Held::open(
+                n.socket_path(),
+                "/norm?encoding=identity",
+                60_000,
+                &[],
+                format!("[{i}]").into_bytes(),
+            )
+        })
+        .collect();
+    let holding = poll_until(WAIT, || {
+        let raw = raw_exchange(
+            RawTarget::Tcp(metrics_addr),
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        let m = Metrics::parse(&String::from_utf8_lossy(&parse_raw_response(&raw).2));
+        m.sum("normd_inflight_requests", &[]) == 2.0
+    });
+    assert!(holding, "both uploads hold a connection");
 
     // With a 64 KB body: it is read and dropped, so the client reads the 429 rather than
     // a reset.

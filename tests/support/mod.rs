@@ -337,6 +337,11 @@ impl Held {
         parse_raw_response(&raw)
     }
 
+    /// The connection, to read what follows.
+    pub fn stream_mut(&mut self) -> &mut UnixStream {
+        &mut self.stream
+    }
+
     /// Sends the body without waiting for the answer.
     pub fn send_body(&mut self) {
         self.stream.write_all(&self.body).expect("write the body");
@@ -460,10 +465,11 @@ impl Blocker {
     /// Needs `--workers 1`, [`BLOCKER_ARGS`], and no other work in flight.
     pub fn start(n: &Normd) -> Blocker {
         let picked = metrics(n).sum(JOBS_PICKED, &[]);
+        // Built before connecting: a connection that waits while a debug build makes
+        // 4 MiB of text can pass a test's short idle timeout before its first byte.
+        let request = heavy_request(120_000, 42);
         let mut stream = UnixStream::connect(n.socket_path()).expect("connect");
-        stream
-            .write_all(&heavy_request(120_000, 42))
-            .expect("send the heavy call");
+        stream.write_all(&request).expect("send the heavy call");
         wait_metrics(n, "the heavy call to start on the worker", |m| {
             m.sum(JOBS_PICKED, &[]) == picked + 1.0 && m.sum(QUEUE_DEPTH, &[]) == 0.0
         });
