@@ -7,7 +7,9 @@
  *   const r = await normd.norm(rawBody, { key: orderId, deadlineMs: 20 });
  *   // r.path === 'normd' → r.data is the compressed canonical JSON; 'inapp' → what inAppNorm returned
  */
-const { NormdClient, REASONS, parseFlag } = require('./lib/client');
+const { NormdClient } = require('./lib/client');
+const { REASONS } = require('./lib/stats');
+const { parseFlag } = require('./lib/flags');
 const { CircuitBreaker } = require('./lib/breaker');
 const { fnv1a32, bucketOf, inRollout } = require('./lib/rollout');
 const { NormdError, NormdUnavailableError, NormdClosedError } = require('./lib/errors');

@@ -5,7 +5,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const zlib = require('node:zlib');
 const { NormdClient, NormdError, NormdUnavailableError, NormdClosedError } = require('..');
-const { buildNormRequest } = require('../lib/client');
+const { buildNormRequest } = require('../lib/request');
 const { startFakeNormd, waitFor, canonical, problem, ok } = require('./support/fake-normd');
 
 const ORDER = fs.readFileSync(path.join(__dirname, 'fixtures', 'order-0000.json'));
@@ -190,6 +190,20 @@ for (const f of FALLBACKS) {
     assert.equal(s.errors, 0);
   });
 }
+
+test('a 200 without X-Normd-Digest breaks the contract → server_error, a breaker failure', async (t) => {
+  const { fake, client, rec } = await setup(t, { rolloutPercent: 100, breaker: { failureThreshold: 1 } });
+  fake.normHandler = (req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 2, 'x-normd-encoding': 'gzip' });
+    res.end('xx');
+  };
+  const r = await client.norm(ORDER, { key: 'k' });
+  assert.deepEqual(r, { path: 'inapp', reason: 'server_error', data: 'inapp:server_error' });
+  assert.equal(rec.calls[0].error.code, 'NORMD_NO_DIGEST');
+  const s = client.stats();
+  assert.equal(s.normd_ok, 0);
+  assert.equal(s.breaker.state, 'open');
+});
 
 test('connection reset mid-request → connection', async (t) => {
   const { fake, client, rec } = await setup(t, { rolloutPercent: 100 });

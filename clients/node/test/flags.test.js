@@ -134,10 +134,10 @@ test('concurrent refreshes share one request', async (t) => {
 });
 
 test('parseFlag: missing flag or fields mean enabled at 100 %, as normd defaults', () => {
-  assert.deepEqual(parseFlag(undefined), { enabled: true, rollout_percent: 100 });
-  assert.deepEqual(parseFlag({}), { enabled: true, rollout_percent: 100 });
-  assert.deepEqual(parseFlag({ enabled: false }), { enabled: false, rollout_percent: 100 });
-  assert.deepEqual(parseFlag({ enabled: true, rollout_percent: 150 }), { enabled: true, rollout_percent: 100 });
+  assert.deepEqual(parseFlag(undefined), { enabled: true, rollout_percent: 100, shadow_percent: 0 });
+  assert.deepEqual(parseFlag({}), { enabled: true, rollout_percent: 100, shadow_percent: 0 });
+  assert.deepEqual(parseFlag({ enabled: false }), { enabled: false, rollout_percent: 100, shadow_percent: 0 });
+  assert.deepEqual(parseFlag({ enabled: true, rollout_percent: 150 }), { enabled: true, rollout_percent: 100, shadow_percent: 0 });
   assert.throws(() => parseFlag('on'));
   assert.throws(() => parseFlag({ rollout_percent: null }));
 });

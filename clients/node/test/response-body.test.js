@@ -11,6 +11,9 @@ const crypto = require('node:crypto');
 const { NormdClient } = require('..');
 const { startFakeNormd, ok } = require('./support/fake-normd');
 
+/** normd sends a digest with every 200 (the client refuses one without); its value is not checked here. */
+const DIGEST = 'sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:';
+
 /** Budgets far beyond what a healthy run needs: no test here is about time. */
 const SLOW_OK = { deadlineMs: 30000, flagsTimeoutMs: 30000 };
 
@@ -78,7 +81,7 @@ for (const size of [1, 1500, 200 * 1024]) {
     const spy = concatSpy(t);
     fake.normHandler = (req, res) => {
       spy.on();
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': payload.length, 'x-normd-encoding': 'gzip' });
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': payload.length, 'x-normd-encoding': 'gzip', 'x-normd-digest': DIGEST });
       writeInPieces(res, pieces(payload, Math.min(size, 4)));
     };
     const r = await client.norm('{}', { key: 'k' });
@@ -97,7 +100,7 @@ test('chunked body (no Content-Length) in pieces: returned exactly, collected an
   const spy = concatSpy(t);
   fake.normHandler = (req, res) => {
     spy.on();
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-normd-encoding': 'gzip' });
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-normd-encoding': 'gzip', 'x-normd-digest': DIGEST });
     writeInPieces(res, pieces(payload, 5));
   };
   const r = await client.norm('{}', { key: 'k' });
@@ -110,7 +113,7 @@ test('chunked body (no Content-Length) in pieces: returned exactly, collected an
 test('Content-Length: 0 gives an empty body', async (t) => {
   const { fake, client } = await setup(t);
   fake.normHandler = (req, res) => {
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 0 });
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 0, 'x-normd-digest': DIGEST });
     res.end();
   };
   const r = await client.norm('{}', { key: 'k' });

@@ -5,7 +5,7 @@
  * integration test uses), so the integration test itself can be exercised
  * without the Rust build:
  *
- *   NORMD_BIN=test/support/stub-normd.js npm test
+ *   npm run test:stub   (NORMD_BIN=test/support/stub-normd.js node --test test/integration.test.js)
  *
  * It is not normd: no schemas, no profiles, no limits. It implements
  * `serve --socket PATH --listen ADDR|'' --schemas DIR --flags FILE`,
