@@ -1,0 +1,3 @@
+module normd.dev/go/normd
+
+go 1.19
