@@ -8,6 +8,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const zlib = require('node:zlib');
+const crypto = require('node:crypto');
 const { spawn } = require('node:child_process');
 
 const APP_DIR = path.join(__dirname, '..', '..');
@@ -109,8 +110,11 @@ async function startFakeSidecar() {
     normRequests: 0,
     last: null,
     norm(req, res, body) {
-      const out = zlib.gzipSync(canonical(JSON.parse(body.toString('utf8'))), { level: 1 });
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-normd-encoding': 'gzip', 'content-length': out.length });
+      const canon = Buffer.from(canonical(JSON.parse(body.toString('utf8'))), 'utf8');
+      const out = zlib.gzipSync(canon, { level: 1 });
+      // Like normd, every 200 carries the digest: the client treats one without it as broken.
+      const digest = `sha-256=:${crypto.createHash('sha256').update(canon).digest('base64')}:`;
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-normd-encoding': 'gzip', 'x-normd-digest': digest, 'content-length': out.length });
       res.end(out);
     },
     problem(res, status, code, extra = {}) {
