@@ -285,7 +285,17 @@ fn norm_request() -> Vec<u8> {
 #[test]
 fn at_the_connection_limit_the_longest_idle_connection_gives_way() {
     for via in Via::BOTH {
-        let n = start(&["--max-connections", "2", "--metrics-listen", "127.0.0.1:0"]);
+        // Idle connections must outlive a slow (loaded) test: long head and idle timeouts.
+        let n = start(&[
+            "--max-connections",
+            "2",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--header-read-timeout-ms",
+            "300000",
+            "--idle-timeout-ms",
+            "300000",
+        ]);
         let maddr = metrics_addr(&n);
         // The self-probe's start-up round must be over: its connections count too.
         wait_first_probe_round(&n);
