@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::pipeline::{CanonError, DecodeError, PipelineError};
 
-/// Stable machine-readable codes of the contract (SPEC §2 Errors).
+/// Stable machine-readable codes of the contract (the README's Errors table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
     InvalidJson,

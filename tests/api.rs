@@ -1,4 +1,4 @@
-//! The HTTP contract (SPEC §1–§2) against the real binary, over the real Unix socket
+//! The HTTP contract (README: API, Errors) against the real binary, over the real Unix socket
 //! and real TCP: routes, /norm's output and headers, encodings, profiles, every error
 //! code reachable through the API, the output schemas, `normd check`, and the socket
 //! file's life cycle.

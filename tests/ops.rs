@@ -1,4 +1,4 @@
-//! Observability and operations of a real `normd` process (SPEC §6, §7, schema reload):
+//! Observability and operations of a real `normd` process (README: Metrics and logs, Feature flags, schema reload):
 //! the Prometheus exposition, the access log and trace ids, the flags file (API, the
 //! `normd flags` subcommand, invalid files, a Kubernetes ConfigMap symlink swap) and
 //! SIGHUP schema reload.
@@ -94,7 +94,7 @@ fn start_with_flags(dir: tempfile::TempDir, path: &Path, extra: &[&str]) -> Norm
         .start()
 }
 
-/// Issue: /metrics is valid Prometheus text, has every series of SPEC §6 with the
+/// Issue: /metrics is valid Prometheus text, has every series the README's metrics table names, with the
 /// documented buckets, and its counters move by exactly what the test did.
 #[test]
 fn metrics_parse_have_every_series_and_count_exactly() {
@@ -494,7 +494,7 @@ fn a_flag_flip_off_on_off_is_served_and_the_flags_subcommand_edits_atomically() 
     assert!(m.sum("normd_rejections_total", &[("reason", "disabled")]) >= 2.0);
 }
 
-/// Issue (SPEC §1, §7): `normd flags set norm.rollout_percent=25` works as written, on
+/// Issue (README: Configuration, Feature flags): `normd flags set norm.rollout_percent=25` works as written, on
 /// `./flags.json` (created if missing); `flags show` is `flags get`; `normd serve` reads
 /// `./flags.json` when it exists and nothing names another file, and polls it.
 #[test]

@@ -1,5 +1,5 @@
-//! Admission control, health and shutdown of a real `normd` process (SPEC §1 shutdown,
-//! §3 deadlines, §4 backpressure, §5 health), over its real Unix socket and TCP port.
+//! Admission control, health and shutdown of a real `normd` process (README: Shutdown,
+//! Deadlines and backpressure, Health), over its real Unix socket and TCP port.
 //!
 //! Every test starts its own normd. Ordering is proven by observable state, never by
 //! elapsed time: a held request (head sent, body not) holds a queue slot until we send
@@ -494,7 +494,7 @@ fn metrics_over_tcp(n: &Normd) -> Metrics {
     Metrics::parse(&String::from_utf8_lossy(&body))
 }
 
-/// Issue (SPEC §1): SIGTERM → /readyz 503 `draining` at once while work is still served
+/// Issue (README: Shutdown): SIGTERM → /readyz 503 `draining` at once while work is still served
 /// during the drain delay; then normd stops accepting (socket file removed, TCP closed),
 /// finishes the calls in flight (their bodies are sent only after that point, and all
 /// get 200), and exits 0.
@@ -965,7 +965,7 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
         (Some(429), Some("overloaded"))
     );
 
-    // Health and metrics are never blocked by work (SPEC §5): past the limit they are
+    // Health and metrics are never blocked by work (README: Health): past the limit they are
     // answered, then the connection is closed. The kubelet's `normd probe` passes.
     for path in ["/readyz", "/livez", "/metrics"] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
