@@ -250,24 +250,6 @@ fn wait_no_connections(metrics_addr: std::net::SocketAddr) {
     assert!(settled, "start-up connections still open");
 }
 
-fn metrics_addr(n: &Normd) -> std::net::SocketAddr {
-    n.log_json()
-        .iter()
-        .find(|v| v["msg"] == "normd serving")
-        .and_then(|v| v["metrics_listen"].as_str().map(str::to_owned))
-        .expect("metrics_listen in the serving line")
-        .parse()
-        .expect("metrics listen address")
-}
-
-fn metrics_at(addr: std::net::SocketAddr) -> Metrics {
-    let raw = raw_exchange(
-        RawTarget::Tcp(addr),
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    Metrics::parse(&String::from_utf8_lossy(&parse_raw_response(&raw).2))
-}
-
 fn norm_request() -> Vec<u8> {
     let body = r#"{"b":1,"a":2}"#;
     format!(

@@ -893,24 +893,13 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
         &QUIET_PROBE,
     ]);
     wait_first_probe_round(&n);
-    let metrics_addr: std::net::SocketAddr = n
-        .log_json()
-        .iter()
-        .find(|v| v["msg"] == "normd serving")
-        .and_then(|v| v["metrics_listen"].as_str().map(str::to_owned))
-        .expect("metrics_listen in the serving line")
-        .parse()
-        .expect("metrics listen address");
+    let metrics_addr = metrics_addr(&n);
 
     // Once the start-up connections (the self-probe's, our readiness polls) are gone,
     // two uploads in progress hold both permits (idle keep-alive connections would give
     // way to a newcomer: tests/edges.rs).
     let settled = poll_until(WAIT, || {
-        let raw = raw_exchange(
-            RawTarget::Tcp(metrics_addr),
-            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        );
-        let m = Metrics::parse(&String::from_utf8_lossy(&parse_raw_response(&raw).2));
+        let m = metrics_at(metrics_addr);
         m.sum("normd_open_connections", &[("listener", "unix")]) == 0.0
             && m.sum("normd_open_connections", &[("listener", "tcp")]) == 0.0
     });
@@ -927,11 +916,7 @@ fn past_max_connections_a_connection_is_answered_429_at_once() {
         })
         .collect();
     let holding = poll_until(WAIT, || {
-        let raw = raw_exchange(
-            RawTarget::Tcp(metrics_addr),
-            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        );
-        let m = Metrics::parse(&String::from_utf8_lossy(&parse_raw_response(&raw).2));
+        let m = metrics_at(metrics_addr);
         m.sum("normd_inflight_requests", &[]) == 2.0
     });
     assert!(holding, "both uploads hold a connection");

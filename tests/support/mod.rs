@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{json, parse_raw_response, poll_until, Normd, Reply, HTTP_TIMEOUT};
+use crate::common::{
+    json, parse_raw_response, poll_until, raw_exchange, Normd, RawTarget, Reply, HTTP_TIMEOUT,
+};
 
 /// Bound on every wait for a state change that normd makes on its own.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -183,6 +185,26 @@ impl Metrics {
             (f.next()? == name).then(|| f.next().map(str::to_owned))?
         })
     }
+}
+
+/// The `--metrics-listen` address from the "normd serving" log line.
+pub fn metrics_addr(n: &Normd) -> std::net::SocketAddr {
+    n.log_json()
+        .iter()
+        .find(|v| v["msg"] == "normd serving")
+        .and_then(|v| v["metrics_listen"].as_str().map(str::to_owned))
+        .expect("metrics_listen in the serving line")
+        .parse()
+        .expect("metrics listen address")
+}
+
+/// GET /metrics on the metrics listener (its connections are its own), parsed.
+pub fn metrics_at(addr: std::net::SocketAddr) -> Metrics {
+    let raw = raw_exchange(
+        RawTarget::Tcp(addr),
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    Metrics::parse(&String::from_utf8_lossy(&parse_raw_response(&raw).2))
 }
 
 /// GET /metrics over the Unix socket, parsed (panics on a parse error).
