@@ -330,6 +330,8 @@ struct Limit {
     refusing: Arc<Semaphore>,
     open: Arc<Mutex<HashMap<u64, Arc<Activity>>>>,
     next_id: Arc<AtomicU64>,
+    /// One clock for every connection of the listener, so that their idle times compare.
+    epoch: Instant,
     max: usize,
     flag: &'static str,
 }
@@ -341,6 +343,7 @@ impl Limit {
             refusing: Arc::new(Semaphore::new(REFUSING_CONNECTIONS)),
             open: Arc::default(),
             next_id: Arc::default(),
+            epoch: Instant::now(),
             max,
             flag,
         }
@@ -491,9 +494,13 @@ async fn accept_loop(acceptor: Acceptor, serving: Serving) {
 /// shutdown (an idle connection closes at once, one with a request in hand after its
 /// answer).
 async fn serve_connection(stream: Stream, permit: OwnedSemaphorePermit, serving: Serving) {
+    let name = serving.listener_name;
+    // Locals drop in reverse order: the gauge says a connection is gone only once its
+    // permit and registry entry are, so "0 open" means the limit is all free.
+    let _gauge = OpenGauge::enter(name);
     let _permit = permit;
     let _counted = serving.connections.enter();
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(serving.limit.epoch));
     let _registered = serving.limit.register(&activity);
     let io = TokioIo::new(ActivityIo {
         inner: stream,
@@ -528,10 +535,8 @@ async fn serve_connection(stream: Stream, permit: OwnedSemaphorePermit, serving:
         .keep_alive(true)
         .serve_connection(io, service);
     tokio::pin!(conn);
-    let name = serving.listener_name;
     let mut stop = serving.stop.clone();
     let mut closing = false;
-    telemetry::open_connections(name, 1.0);
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -556,7 +561,22 @@ async fn serve_connection(stream: Stream, permit: OwnedSemaphorePermit, serving:
             }
         }
     }
-    telemetry::open_connections(name, -1.0);
+}
+
+/// Counts one connection in `normd_open_connections` while it lives.
+struct OpenGauge(&'static str);
+
+impl OpenGauge {
+    fn enter(listener: &'static str) -> Self {
+        telemetry::open_connections(listener, 1.0);
+        Self(listener)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        telemetry::open_connections(self.0, -1.0);
+    }
 }
 
 /// Answers one request on a connection past the limit, then closes it. The request
@@ -620,7 +640,7 @@ async fn answer_refused(stream: Stream, serving: &Serving, slot: OwnedSemaphoreP
     });
     let io = TokioIo::new(ActivityIo {
         inner: stream,
-        activity: Arc::new(Activity::new()),
+        activity: Arc::new(Activity::new(Instant::now())),
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -677,10 +697,10 @@ struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(epoch: Instant) -> Self {
         Self {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            epoch,
+            last_ms: AtomicU64::new(epoch.elapsed().as_millis() as u64),
             handling: AtomicUsize::new(0),
             sending: AtomicUsize::new(0),
             served: AtomicBool::new(false),

@@ -289,22 +289,26 @@ fn at_the_connection_limit_the_longest_idle_connection_gives_way() {
 
         // The limit's worth of idle keep-alive connections; a fresh work call is served,
         // and exactly one of them gave way.
+        let listener = match via {
+            Via::Unix => "unix",
+            Via::Tcp => "tcp",
+        };
+        let evicted =
+            || metrics_at(maddr).sum("normd_connections_evicted_total", &[("listener", listener)]);
         let first = Idle::open(&n, via);
         let second = Idle::open(&n, via);
+        wait_no_connections_but(maddr, 2);
+        let before = evicted();
         let reply = parse_raw_response(&raw_exchange(target, &norm_request()));
         assert_eq!(
             (reply.0.as_u16(), &reply.2[..]),
             (200, &br#"{"a":2,"b":1}"#[..]),
             "{via:?}"
         );
-        let m = metrics_at(maddr);
-        let listener = match via {
-            Via::Unix => "unix",
-            Via::Tcp => "tcp",
-        };
         assert_eq!(
-            m.sum("normd_connections_evicted_total", &[("listener", listener)]),
-            1.0
+            evicted() - before,
+            1.0,
+            "{via:?}: one newcomer, one eviction"
         );
         drop((first, second));
         wait_no_connections(maddr);
