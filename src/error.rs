@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 
+use crate::admission::Refusal;
 use crate::pipeline::{CanonError, DecodeError, PipelineError};
 
 /// Stable machine-readable codes of the contract (the README's Errors table).
@@ -39,117 +40,111 @@ pub enum Code {
     Internal,
 }
 
+/// Everything the contract says about one code.
+struct Spec {
+    code: Code,
+    name: &'static str,
+    status: StatusCode,
+    title: &'static str,
+    /// `Retry-After` seconds, for the codes that tell the app to come back later.
+    retry_after: Option<u32>,
+    /// `reason` label of `normd_rejections_total`: normd declined the work (the input
+    /// was fine), as opposed to the input being wrong.
+    rejection: Option<&'static str>,
+}
+
+const fn spec(
+    code: Code,
+    name: &'static str,
+    status: StatusCode,
+    title: &'static str,
+    retry_after: Option<u32>,
+    rejection: Option<&'static str>,
+) -> Spec {
+    Spec {
+        code,
+        name,
+        status,
+        title,
+        retry_after,
+        rejection,
+    }
+}
+
+/// The one code table, in `Code` order; every property of a code is read from here.
+#[rustfmt::skip]
+const SPECS: [Spec; 24] = {
+    use Code::*;
+    const BAD: StatusCode = StatusCode::BAD_REQUEST;
+    const GONE: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+    [
+        spec(InvalidJson, "invalid_json", BAD, "Body is not valid JSON", None, None),
+        spec(InvalidUtf8, "invalid_utf8", BAD, "Body is not valid UTF-8", None, None),
+        spec(DuplicateKey, "duplicate_key", BAD, "Duplicate member name", None, None),
+        spec(TooDeep, "too_deep", BAD, "Document nested too deeply", None, None),
+        spec(UnknownProfile, "unknown_profile", BAD, "Unknown profile", None, None),
+        spec(UnknownSchema, "unknown_schema", BAD, "Unknown schema", None, None),
+        spec(UnknownEncoding, "unknown_encoding", BAD, "Unknown encoding", None, None),
+        spec(BadParameter, "bad_parameter", BAD, "Bad parameter", None, None),
+        spec(BadContentEncoding, "bad_content_encoding", BAD, "Body does not decode with its Content-Encoding", None, None),
+        spec(NotFound, "not_found", StatusCode::NOT_FOUND, "Not found", None, None),
+        spec(MethodNotAllowed, "method_not_allowed", StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", None, None),
+        spec(PayloadTooLarge, "payload_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", None, None),
+        spec(DecodedTooLarge, "decoded_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Decoded payload too large", None, None),
+        spec(UnsupportedMediaType, "unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", None, None),
+        spec(UnsupportedContentEncoding, "unsupported_content_encoding", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported content encoding", None, None),
+        spec(SchemaViolation, "schema_violation", StatusCode::UNPROCESSABLE_ENTITY, "Document violates its schema", None, None),
+        spec(NumberPrecision, "number_precision", StatusCode::UNPROCESSABLE_ENTITY, "Number would lose precision", None, None),
+        spec(Overloaded, "overloaded", StatusCode::TOO_MANY_REQUESTS, "Overloaded, use the in-app path", Some(1), Some("overloaded")),
+        spec(NotReady, "not_ready", GONE, "Not ready", Some(1), Some("not_ready")),
+        spec(Draining, "draining", GONE, "Shutting down, use the in-app path", Some(5), Some("draining")),
+        spec(MemoryPressure, "memory_pressure", GONE, "Under memory pressure, use the in-app path", Some(1), Some("memory_pressure")),
+        spec(Disabled, "disabled", GONE, "Endpoint disabled by feature flag", Some(5), Some("disabled")),
+        spec(DeadlineExceeded, "deadline_exceeded", StatusCode::GATEWAY_TIMEOUT, "Deadline exceeded", None, Some("deadline")),
+        spec(Internal, "internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error", None, None),
+    ]
+};
+
 impl Code {
-    pub const ALL: [Code; 24] = [
-        Code::InvalidJson,
-        Code::InvalidUtf8,
-        Code::DuplicateKey,
-        Code::TooDeep,
-        Code::UnknownProfile,
-        Code::UnknownSchema,
-        Code::UnknownEncoding,
-        Code::BadParameter,
-        Code::BadContentEncoding,
-        Code::NotFound,
-        Code::MethodNotAllowed,
-        Code::PayloadTooLarge,
-        Code::DecodedTooLarge,
-        Code::UnsupportedMediaType,
-        Code::UnsupportedContentEncoding,
-        Code::SchemaViolation,
-        Code::NumberPrecision,
-        Code::Overloaded,
-        Code::NotReady,
-        Code::Draining,
-        Code::MemoryPressure,
-        Code::Disabled,
-        Code::DeadlineExceeded,
-        Code::Internal,
-    ];
+    pub const ALL: [Code; 24] = {
+        let mut all = [Code::Internal; 24];
+        let mut i = 0;
+        while i < SPECS.len() {
+            all[i] = SPECS[i].code;
+            i += 1;
+        }
+        all
+    };
+
+    fn spec(self) -> &'static Spec {
+        // `SPECS` is in declaration order (checked by a test).
+        &SPECS[self as usize]
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Code::InvalidJson => "invalid_json",
-            Code::InvalidUtf8 => "invalid_utf8",
-            Code::DuplicateKey => "duplicate_key",
-            Code::TooDeep => "too_deep",
-            Code::UnknownProfile => "unknown_profile",
-            Code::UnknownSchema => "unknown_schema",
-            Code::UnknownEncoding => "unknown_encoding",
-            Code::BadParameter => "bad_parameter",
-            Code::BadContentEncoding => "bad_content_encoding",
-            Code::NotFound => "not_found",
-            Code::MethodNotAllowed => "method_not_allowed",
-            Code::PayloadTooLarge => "payload_too_large",
-            Code::DecodedTooLarge => "decoded_too_large",
-            Code::UnsupportedMediaType => "unsupported_media_type",
-            Code::UnsupportedContentEncoding => "unsupported_content_encoding",
-            Code::SchemaViolation => "schema_violation",
-            Code::NumberPrecision => "number_precision",
-            Code::Overloaded => "overloaded",
-            Code::NotReady => "not_ready",
-            Code::Draining => "draining",
-            Code::MemoryPressure => "memory_pressure",
-            Code::Disabled => "disabled",
-            Code::DeadlineExceeded => "deadline_exceeded",
-            Code::Internal => "internal",
-        }
+        self.spec().name
     }
 
     pub fn status(self) -> StatusCode {
-        use Code::*;
-        match self {
-            InvalidJson | InvalidUtf8 | DuplicateKey | TooDeep | UnknownProfile | UnknownSchema
-            | UnknownEncoding | BadParameter | BadContentEncoding => StatusCode::BAD_REQUEST,
-            NotFound => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            PayloadTooLarge | DecodedTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedMediaType | UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            SchemaViolation | NumberPrecision => StatusCode::UNPROCESSABLE_ENTITY,
-            Overloaded => StatusCode::TOO_MANY_REQUESTS,
-            NotReady | Draining | MemoryPressure | Disabled => StatusCode::SERVICE_UNAVAILABLE,
-            DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.spec().status
     }
 
     pub fn title(self) -> &'static str {
-        use Code::*;
-        match self {
-            InvalidJson => "Body is not valid JSON",
-            InvalidUtf8 => "Body is not valid UTF-8",
-            DuplicateKey => "Duplicate member name",
-            TooDeep => "Document nested too deeply",
-            UnknownProfile => "Unknown profile",
-            UnknownSchema => "Unknown schema",
-            UnknownEncoding => "Unknown encoding",
-            BadParameter => "Bad parameter",
-            BadContentEncoding => "Body does not decode with its Content-Encoding",
-            NotFound => "Not found",
-            MethodNotAllowed => "Method not allowed",
-            PayloadTooLarge => "Payload too large",
-            DecodedTooLarge => "Decoded payload too large",
-            UnsupportedMediaType => "Unsupported media type",
-            UnsupportedContentEncoding => "Unsupported content encoding",
-            SchemaViolation => "Document violates its schema",
-            NumberPrecision => "Number would lose precision",
-            Overloaded => "Overloaded, use the in-app path",
-            NotReady => "Not ready",
-            Draining => "Shutting down, use the in-app path",
-            MemoryPressure => "Under memory pressure, use the in-app path",
-            Disabled => "Endpoint disabled by feature flag",
-            DeadlineExceeded => "Deadline exceeded",
-            Internal => "Internal error",
-        }
+        self.spec().title
     }
 
-    /// Retry-After seconds for the codes that tell the app to come back later.
     fn retry_after(self) -> Option<u32> {
-        match self {
-            Code::Overloaded | Code::MemoryPressure | Code::NotReady => Some(1),
-            Code::Draining | Code::Disabled => Some(5),
-            _ => None,
-        }
+        self.spec().retry_after
+    }
+
+    /// The `reason` of `normd_rejections_total` this code counts as, if it is a refusal.
+    pub fn rejection(self) -> Option<&'static str> {
+        self.spec().rejection
+    }
+
+    /// Every rejection reason, for seeding the counter at zero.
+    pub fn rejection_reasons() -> impl Iterator<Item = &'static str> {
+        SPECS.iter().filter_map(|s| s.rejection)
     }
 }
 
@@ -280,6 +275,24 @@ impl From<PipelineError> for Problem {
     }
 }
 
+/// An admission refusal's problem (the one place that maps them).
+impl From<Refusal> for Problem {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Overloaded(why) => {
+                Problem::new(Code::Overloaded, format!("{why}; use the in-app path"))
+            }
+            Refusal::DeadlineExceeded => Problem::new(
+                Code::DeadlineExceeded,
+                "the call's budget (X-Deadline-Ms, else the default) ran out before its answer was ready",
+            ),
+            Refusal::Panicked => {
+                Problem::new(Code::Internal, "the work for this call failed unexpectedly")
+            }
+        }
+    }
+}
+
 /// Caps caller-controlled text echoed in a problem (a number may be 600 KB of digits, a
 /// member name as long as the body); a cut is marked with a trailing `…`.
 fn truncate(s: &str, max_chars: usize) -> String {
@@ -356,6 +369,13 @@ fn canon_problem(e: CanonError) -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_code_table_is_in_declaration_order() {
+        for (i, s) in SPECS.iter().enumerate() {
+            assert_eq!(s.code as usize, i, "{}", s.name);
+        }
+    }
 
     #[test]
     fn every_code_has_a_distinct_name_and_a_4xx_or_5xx_status() {

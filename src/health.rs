@@ -413,7 +413,7 @@ pub async fn probe_round(targets: &[(&'static str, Target)], token: &str) -> Res
             // pool still fails it (those 429s and 504s carry no such header).
             Ok(r)
                 if r.status == http::StatusCode::TOO_MANY_REQUESTS
-                    && r.headers.get(crate::server::REFUSED_HEADER).is_some() =>
+                    && r.headers.get(crate::wire::headers::REFUSED).is_some() =>
             {
                 Ok(())
             }

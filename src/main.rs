@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -80,35 +79,38 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     rt.block_on(async move {
         let started = std::time::Instant::now();
-        let state = match normd::AppState::new(config.clone()) {
+        let state = match normd::app::build(config) {
             Ok(s) => s,
             Err(errors) => return report("startup", &errors, EXIT_CONFIG),
         };
-        let signals = match normd::shutdown::Signals::install() {
+        let config = state.config();
+        let mut signals = match normd::shutdown::Signals::install() {
             Ok(s) => s,
             Err(e) => return report("signals", &[e.to_string()], 1),
         };
-        let listeners = match normd::server::bind(&config) {
+        let listeners = match normd::server::bind(config) {
             Ok(l) => l,
             Err(e) => return report("listen", &[e], 1),
         };
+        let shown = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".into(), |a| a.to_string());
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
-            socket = %config.socket.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "off".into()),
-            listen = %listeners.tcp.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
-            metrics_listen = %listeners.metrics.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            socket = %config.socket.as_ref().map_or_else(|| "off".into(), |p| p.display().to_string()),
+            listen = %shown(listeners.tcp.as_ref().and_then(|l| l.local_addr().ok())),
+            metrics_listen = %shown(listeners.metrics.as_ref().and_then(|l| l.local_addr().ok())),
             schemas = state.schemas().len(),
             workers = config.workers,
             max_queue = config.max_queue,
-            memory_limit = state.health.memory.limit().unwrap_or(0),
-            max_inflight_bytes = state.admission.max_inflight_bytes(),
+            memory_limit = state.memory_limit().unwrap_or(0),
+            max_inflight_bytes = state.max_inflight_bytes(),
             startup_ms = started.elapsed().as_secs_f64() * 1000.0,
             "normd serving"
         );
-        match normd::server::run(Arc::new(config), state, listeners, signals).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => report("serve", &[e], 1),
-        }
+        let background =
+            normd::app::spawn_background(&state, listeners.targets(), signals.take_hangups());
+        normd::server::run(state, listeners, signals.requested()).await;
+        background.iter().for_each(|task| task.abort());
+        ExitCode::SUCCESS
     })
 }
 
@@ -147,13 +149,13 @@ fn check(args: ServeArgs) -> ExitCode {
             None
         }
     };
-    match normd::load_schemas_from(&sources.schemas) {
+    match normd::app::load_schemas(&sources.schemas) {
         Ok(set) => {
             let named = sources
                 .profile_schemas
                 .iter()
                 .map(|(p, s)| (p.as_str(), s.as_str()));
-            if let Err(mut e) = normd::check_profile_schemas(named, &set) {
+            if let Err(mut e) = normd::app::check_profile_schemas(named, &set) {
                 errors.append(&mut e);
             } else if set.is_empty() {
                 // serve would start not ready (the `schemas` check) and answer 503
