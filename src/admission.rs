@@ -83,13 +83,11 @@ pub enum Refusal {
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// The pool's job queue. Hand-written rather than a channel because of how an idle
-/// worker waits: crossbeam's receive spins and then calls `sched_yield` up to four times
-/// before it sleeps (1.8–3.4 yields per call measured at 1000 calls/s), which on a
-/// sidecar's shared core hands the CPU around for nothing and burns the pod's CPU quota.
-/// Here an idle worker sleeps at once, and a submit makes the wake-up call only when a
-/// worker sleeps. Under a flood that gives the worker the core sooner: more calls served,
-/// each refusal a little slower (loadtest/results/2026-11-22c/analysis.md). The admission
-/// cap bounds the queue's length; the lock is never held while a job runs.
+/// worker waits: crossbeam's receive spins and then calls `sched_yield` several times
+/// before it sleeps, which on a sidecar's shared core hands the CPU around for nothing
+/// and burns the pod's CPU quota. Here an idle worker sleeps at once, and a submit makes
+/// the wake-up call only when a worker sleeps. The admission cap bounds the queue's
+/// length; the lock is never held while a job runs.
 struct JobQueue {
     state: Mutex<QueueState>,
     ready: Condvar,
@@ -224,10 +222,6 @@ impl Admission {
         })
     }
 
-    pub fn workers(&self) -> usize {
-        self.workers
-    }
-
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
@@ -241,6 +235,7 @@ impl Admission {
         self.max_inflight_bytes
     }
 
+    #[cfg(test)]
     pub fn inflight_bytes(&self) -> usize {
         self.inflight_bytes.load(Ordering::Relaxed)
     }
@@ -474,12 +469,6 @@ impl Drop for BytesPermit {
 pub struct Budget {
     deadline: Instant,
     cancelled: Arc<AtomicBool>,
-}
-
-impl Budget {
-    pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
-    }
 }
 
 impl Stop for Budget {

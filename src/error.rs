@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::admission::Refusal;
 use crate::pipeline::{CanonError, DecodeError, PipelineError};
+use crate::wire::content_types;
 
 /// Stable machine-readable codes of the contract (the README's Errors table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,7 +42,7 @@ pub enum Code {
 }
 
 /// Everything the contract says about one code.
-struct Spec {
+struct Entry {
     code: Code,
     name: &'static str,
     status: StatusCode,
@@ -53,15 +54,15 @@ struct Spec {
     rejection: Option<&'static str>,
 }
 
-const fn spec(
+const fn entry(
     code: Code,
     name: &'static str,
     status: StatusCode,
     title: &'static str,
     retry_after: Option<u32>,
     rejection: Option<&'static str>,
-) -> Spec {
-    Spec {
+) -> Entry {
+    Entry {
         code,
         name,
         status,
@@ -73,78 +74,76 @@ const fn spec(
 
 /// The one code table, in `Code` order; every property of a code is read from here.
 #[rustfmt::skip]
-const SPECS: [Spec; 24] = {
+const TABLE: [Entry; 24] = {
     use Code::*;
     const BAD: StatusCode = StatusCode::BAD_REQUEST;
     const GONE: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
     [
-        spec(InvalidJson, "invalid_json", BAD, "Body is not valid JSON", None, None),
-        spec(InvalidUtf8, "invalid_utf8", BAD, "Body is not valid UTF-8", None, None),
-        spec(DuplicateKey, "duplicate_key", BAD, "Duplicate member name", None, None),
-        spec(TooDeep, "too_deep", BAD, "Document nested too deeply", None, None),
-        spec(UnknownProfile, "unknown_profile", BAD, "Unknown profile", None, None),
-        spec(UnknownSchema, "unknown_schema", BAD, "Unknown schema", None, None),
-        spec(UnknownEncoding, "unknown_encoding", BAD, "Unknown encoding", None, None),
-        spec(BadParameter, "bad_parameter", BAD, "Bad parameter", None, None),
-        spec(BadContentEncoding, "bad_content_encoding", BAD, "Body does not decode with its Content-Encoding", None, None),
-        spec(NotFound, "not_found", StatusCode::NOT_FOUND, "Not found", None, None),
-        spec(MethodNotAllowed, "method_not_allowed", StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", None, None),
-        spec(PayloadTooLarge, "payload_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", None, None),
-        spec(DecodedTooLarge, "decoded_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Decoded payload too large", None, None),
-        spec(UnsupportedMediaType, "unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", None, None),
-        spec(UnsupportedContentEncoding, "unsupported_content_encoding", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported content encoding", None, None),
-        spec(SchemaViolation, "schema_violation", StatusCode::UNPROCESSABLE_ENTITY, "Document violates its schema", None, None),
-        spec(NumberPrecision, "number_precision", StatusCode::UNPROCESSABLE_ENTITY, "Number would lose precision", None, None),
-        spec(Overloaded, "overloaded", StatusCode::TOO_MANY_REQUESTS, "Overloaded, use the in-app path", Some(1), Some("overloaded")),
-        spec(NotReady, "not_ready", GONE, "Not ready", Some(1), Some("not_ready")),
-        spec(Draining, "draining", GONE, "Shutting down, use the in-app path", Some(5), Some("draining")),
-        spec(MemoryPressure, "memory_pressure", GONE, "Under memory pressure, use the in-app path", Some(1), Some("memory_pressure")),
-        spec(Disabled, "disabled", GONE, "Endpoint disabled by feature flag", Some(5), Some("disabled")),
-        spec(DeadlineExceeded, "deadline_exceeded", StatusCode::GATEWAY_TIMEOUT, "Deadline exceeded", None, Some("deadline")),
-        spec(Internal, "internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error", None, None),
+        entry(InvalidJson, "invalid_json", BAD, "Body is not valid JSON", None, None),
+        entry(InvalidUtf8, "invalid_utf8", BAD, "Body is not valid UTF-8", None, None),
+        entry(DuplicateKey, "duplicate_key", BAD, "Duplicate member name", None, None),
+        entry(TooDeep, "too_deep", BAD, "Document nested too deeply", None, None),
+        entry(UnknownProfile, "unknown_profile", BAD, "Unknown profile", None, None),
+        entry(UnknownSchema, "unknown_schema", BAD, "Unknown schema", None, None),
+        entry(UnknownEncoding, "unknown_encoding", BAD, "Unknown encoding", None, None),
+        entry(BadParameter, "bad_parameter", BAD, "Bad parameter", None, None),
+        entry(BadContentEncoding, "bad_content_encoding", BAD, "Body does not decode with its Content-Encoding", None, None),
+        entry(NotFound, "not_found", StatusCode::NOT_FOUND, "Not found", None, None),
+        entry(MethodNotAllowed, "method_not_allowed", StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", None, None),
+        entry(PayloadTooLarge, "payload_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", None, None),
+        entry(DecodedTooLarge, "decoded_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Decoded payload too large", None, None),
+        entry(UnsupportedMediaType, "unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", None, None),
+        entry(UnsupportedContentEncoding, "unsupported_content_encoding", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported content encoding", None, None),
+        entry(SchemaViolation, "schema_violation", StatusCode::UNPROCESSABLE_ENTITY, "Document violates its schema", None, None),
+        entry(NumberPrecision, "number_precision", StatusCode::UNPROCESSABLE_ENTITY, "Number would lose precision", None, None),
+        entry(Overloaded, "overloaded", StatusCode::TOO_MANY_REQUESTS, "Overloaded, use the in-app path", Some(1), Some("overloaded")),
+        entry(NotReady, "not_ready", GONE, "Not ready", Some(1), Some("not_ready")),
+        entry(Draining, "draining", GONE, "Shutting down, use the in-app path", Some(5), Some("draining")),
+        entry(MemoryPressure, "memory_pressure", GONE, "Under memory pressure, use the in-app path", Some(1), Some("memory_pressure")),
+        entry(Disabled, "disabled", GONE, "Endpoint disabled by feature flag", Some(5), Some("disabled")),
+        entry(DeadlineExceeded, "deadline_exceeded", StatusCode::GATEWAY_TIMEOUT, "Deadline exceeded", None, Some("deadline")),
+        entry(Internal, "internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error", None, None),
     ]
 };
 
 impl Code {
+    #[cfg(test)]
     pub const ALL: [Code; 24] = {
         let mut all = [Code::Internal; 24];
         let mut i = 0;
-        while i < SPECS.len() {
-            all[i] = SPECS[i].code;
+        while i < TABLE.len() {
+            all[i] = TABLE[i].code;
             i += 1;
         }
         all
     };
 
-    fn spec(self) -> &'static Spec {
-        // `SPECS` is in declaration order (checked by a test).
-        &SPECS[self as usize]
+    fn entry(self) -> &'static Entry {
+        // `TABLE` is in declaration order (checked by a test).
+        let entry = &TABLE[self as usize];
+        debug_assert!(entry.code == self, "the code table is out of order");
+        entry
     }
 
     pub fn as_str(self) -> &'static str {
-        self.spec().name
+        self.entry().name
     }
 
     pub fn status(self) -> StatusCode {
-        self.spec().status
+        self.entry().status
     }
 
     pub fn title(self) -> &'static str {
-        self.spec().title
+        self.entry().title
     }
 
     fn retry_after(self) -> Option<u32> {
-        self.spec().retry_after
+        self.entry().retry_after
     }
 
     /// The `reason` of `normd_rejections_total` this code counts as, if it is a refusal.
     pub fn rejection(self) -> Option<&'static str> {
-        self.spec().rejection
-    }
-
-    /// Every rejection reason, for seeding the counter at zero.
-    pub fn rejection_reasons() -> impl Iterator<Item = &'static str> {
-        SPECS.iter().filter_map(|s| s.rejection)
+        self.entry().rejection
     }
 }
 
@@ -175,10 +174,6 @@ impl Problem {
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extensions.insert(key.to_owned(), value.into());
         self
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.code.status()
     }
 
     /// The response body. Written member by member (no intermediate `Value` map): a
@@ -227,7 +222,7 @@ impl IntoResponse for Problem {
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(content_types::PROBLEM),
         );
         if let Some(secs) = self.code.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -372,7 +367,7 @@ mod tests {
 
     #[test]
     fn the_code_table_is_in_declaration_order() {
-        for (i, s) in SPECS.iter().enumerate() {
+        for (i, s) in TABLE.iter().enumerate() {
             assert_eq!(s.code as usize, i, "{}", s.name);
         }
     }

@@ -16,9 +16,18 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::telemetry;
+use crate::wire::Work;
 
-/// The endpoints that have a flag.
-pub const ENDPOINTS: [&str; 4] = ["norm", "normalize", "validate", "compress"];
+/// The endpoints that have a flag: the work routes, by name.
+pub(crate) const ENDPOINTS: [&str; 4] = {
+    let mut names = [""; 4];
+    let mut i = 0;
+    while i < Work::ALL.len() {
+        names[i] = Work::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// The fields of a flag, as `normd flags set` names them in its errors.
 const FIELDS: &str = "enabled, rollout_percent, shadow_percent";
@@ -111,7 +120,7 @@ impl Default for Flag {
 
 /// A parsed flags file, with where it came from.
 #[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// `sha256:` + 16 hex digits of the file's bytes, or `default` without a file.
     pub version: String,
     /// The file's modification time (RFC 3339), through symlinks.
@@ -136,14 +145,14 @@ impl Snapshot {
         }
     }
 
-    pub fn get(&self, endpoint: &str) -> Flag {
+    pub(crate) fn get(&self, endpoint: &str) -> Flag {
         self.flags.get(endpoint).copied().unwrap_or_default()
     }
 }
 
 /// The live flags, shared by the handlers and the poller.
 #[derive(Debug)]
-pub struct Flags {
+pub(crate) struct Flags {
     path: Option<PathBuf>,
     current: RwLock<Arc<Snapshot>>,
     /// Hash of the last content looked at, good or bad, so a bad file is logged once.
@@ -155,7 +164,7 @@ pub struct Flags {
 
 /// What one poll did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reload {
+pub(crate) enum Reload {
     /// Nothing new: same content, or the same problem as last time.
     Unchanged,
     /// New flags took effect.
@@ -167,7 +176,7 @@ pub enum Reload {
 
 impl Flags {
     /// Without a file: all enabled at 100 %.
-    pub fn defaults() -> Self {
+    pub(crate) fn defaults() -> Self {
         Self {
             path: None,
             current: RwLock::new(Arc::new(Snapshot::defaults(None))),
@@ -179,7 +188,7 @@ impl Flags {
     /// Loads `path` at startup. A file that exists but does not parse is an error (the
     /// operator meant something); a file that does not exist yet means defaults until
     /// it appears (a ConfigMap may be created after the pod).
-    pub fn load(path: Option<PathBuf>) -> Result<Self, String> {
+    pub(crate) fn load(path: Option<PathBuf>) -> Result<Self, String> {
         let Some(path) = path else {
             let flags = Self::defaults();
             // The flag gauges exist with or without a file (dashboards and alerts read
@@ -206,15 +215,15 @@ impl Flags {
         Ok(flags)
     }
 
-    pub fn path(&self) -> Option<&Path> {
+    pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub fn get(&self, endpoint: &str) -> Flag {
+    pub(crate) fn get(&self, endpoint: &str) -> Flag {
         self.snapshot().get(endpoint)
     }
 
@@ -228,7 +237,7 @@ impl Flags {
 
     /// Re-reads the file if its content changed, or if it came back after going missing
     /// or unreadable.
-    pub fn poll(&self) -> Reload {
+    pub(crate) fn poll(&self) -> Reload {
         let Some(path) = &self.path else {
             return Reload::Unchanged;
         };
@@ -373,7 +382,7 @@ fn default_flags() -> BTreeMap<String, Flag> {
 /// silently leave an endpoint at 100 %. An empty (or whitespace-only) file is an error
 /// too: that is what a poll sees in the middle of a non-atomic write (`echo > flags.json`,
 /// an editor truncating first), and reading it as "all enabled" would undo a kill switch.
-pub fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Flag>, String> {
+pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Flag>, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(format!(
             "flags {}: the file is empty; write {{}} for the defaults",

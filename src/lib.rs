@@ -24,18 +24,18 @@
 //! - [`allocator`] freed memory back to the OS under a memory watermark (the other one)
 #![deny(unsafe_code)]
 
-pub mod admission;
-pub mod allocator;
-pub mod api;
+pub(crate) mod admission;
+pub(crate) mod allocator;
+pub(crate) mod api;
 pub mod app;
 pub mod client;
 pub mod config;
-pub mod error;
+pub(crate) mod error;
 pub mod flags;
-pub mod health;
+pub(crate) mod health;
 pub mod pipeline;
 pub mod sched;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
-pub mod wire;
+pub(crate) mod wire;

@@ -9,14 +9,10 @@ use clap::Parser;
 use normd::client::{self, Target};
 use normd::config::{self, Cli, Command, Config, FlagsAction, GetArgs, ProbeArgs, ServeArgs};
 
-/// mimalloc instead of glibc malloc. Measured on the 4 KB set, one core (load-test
-/// harness, one run): 91–93 µs of CPU per /norm call instead of 111–120 µs. The pipeline
-/// allocates and frees many small strings and map nodes per document, and buffers cross
-/// threads (a body read on an I/O thread is freed on a worker, an answer the other way),
-/// which glibc's per-thread caches handle poorly. Idle RSS costs ~1 MiB more (12.2 vs
-/// 11.3 MiB, dynamic build). The crate's `no_thp` feature keeps mimalloc from asking for
-/// transparent huge pages, so on nodes where THP is `always` its arenas do not grow RSS
-/// in 2 MiB steps (not measured: this machine runs THP in `madvise` mode).
+/// mimalloc instead of glibc malloc: the pipeline allocates and frees many small strings
+/// and map nodes per document, and buffers cross threads, which glibc's per-thread caches
+/// handle poorly (the README's "Choices made" has the figures). `no_thp` keeps its arenas
+/// from growing RSS in 2 MiB steps on nodes where transparent huge pages are `always`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

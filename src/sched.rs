@@ -9,7 +9,7 @@
 //! The I/O threads run in bursts of microseconds; with a 0.1 ms slice their wake-ups
 //! preempt a pipeline run at once, so answers leave as soon as they are ready. Weights
 //! stay equal, so the CPU share, and the throughput under a flood of refusals, is not
-//! given away as renicing the workers would (measured: renice +5 halved the goodput).
+//! given away as renicing the workers would.
 //! Kernels without custom slices ignore the value or refuse the call; either way normd
 //! runs as before, and a refusal is logged once at startup.
 #![allow(unsafe_code)]

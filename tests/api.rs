@@ -1612,7 +1612,10 @@ fn a_panic_answers_500_internal_and_the_next_request_succeeds() {
     });
     let logged = logged.expect("a JSON `panic` log line");
     assert_eq!(logged["panic"], "panic requested by x-normd-debug-panic");
-    assert!(logged["location"].as_str().unwrap_or("").contains("src/api/job.rs"));
+    assert!(logged["location"]
+        .as_str()
+        .unwrap_or("")
+        .contains("src/api/job.rs"));
     for line in n.logs() {
         assert!(
             serde_json::from_str::<Value>(&line).is_ok_and(|v| v.is_object()),
