@@ -21,6 +21,15 @@ pub enum Target {
     Tcp(SocketAddr),
 }
 
+impl Target {
+    /// A `--tcp IP:PORT` argument of the client subcommands.
+    pub fn tcp(addr: &str) -> Result<Self, String> {
+        addr.parse()
+            .map(Target::Tcp)
+            .map_err(|_| format!("--tcp {addr:?}: expected IP:PORT"))
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -336,12 +336,8 @@ fn missing_message(path: &Path) -> String {
 }
 
 fn version_of(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    let mut s = String::from("sha256:");
-    for b in &d[..8] {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    let hex = format!("{:x}", Sha256::digest(bytes));
+    format!("sha256:{}", &hex[..16])
 }
 
 fn mtime_of(path: &Path) -> Option<String> {

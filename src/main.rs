@@ -213,10 +213,10 @@ fn probe(args: ProbeArgs) -> ExitCode {
         _ => {}
     }
     if let Some(addr) = &args.tcp {
-        match addr.parse() {
-            Ok(a) => targets.push(Target::Tcp(a)),
-            Err(_) => {
-                eprintln!("normd probe: --tcp {addr:?}: expected IP:PORT");
+        match Target::tcp(addr) {
+            Ok(t) => targets.push(t),
+            Err(e) => {
+                eprintln!("normd probe: {e}");
                 return ExitCode::from(EXIT_USAGE);
             }
         }
@@ -273,10 +273,10 @@ fn probe(args: ProbeArgs) -> ExitCode {
 /// Prints one GET's body; exit 0 on a 2xx, 1 otherwise (the body is printed either way).
 fn get(args: GetArgs) -> ExitCode {
     let target = match (&args.tcp, &args.socket) {
-        (Some(addr), _) => match addr.parse() {
-            Ok(a) => Target::Tcp(a),
-            Err(_) => {
-                eprintln!("normd get: --tcp {addr:?}: expected IP:PORT");
+        (Some(addr), _) => match Target::tcp(addr) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("normd get: {e}");
                 return ExitCode::from(EXIT_USAGE);
             }
         },

@@ -237,7 +237,7 @@ impl SchemaSet {
             match serde_json::from_slice::<Value>(bytes) {
                 Ok(doc) if doc.is_object() || doc.is_boolean() => {
                     let id = doc.get("$id").and_then(Value::as_str).map(str::to_owned);
-                    let sha = hex(&Sha256::digest(bytes));
+                    let sha = format!("{:x}", Sha256::digest(bytes));
                     let uri = format!("file://{}", path.display());
                     docs.push((stem.to_owned(), path.clone(), uri, id, sha, doc));
                 }
@@ -333,14 +333,6 @@ impl SchemaSet {
             Err(errors)
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]
