@@ -30,8 +30,6 @@ pub struct AppState {
     schema_set: Arc<RwLock<Arc<SchemaSet>>>,
     /// Secret marking the self-probe's own calls (the `x-normd-probe` header).
     pub(crate) probe_token: Arc<str>,
-    /// Test hook: honour `X-Normd-Debug-Panic` (env `NORMD_DEBUG_PANIC=1`).
-    pub(crate) debug_panic: bool,
 }
 
 /// Builds the state `normd serve` runs with: loads schemas and flags, reads the memory
@@ -57,9 +55,9 @@ pub fn build(config: Config) -> Result<AppState, Vec<String>> {
     telemetry::deadline_budget(config.default_deadline);
     let inflight_budget = config::inflight_budget(config.max_inflight_bytes, health.memory.limit());
     let admission = Admission::start(config.workers, config.max_queue, inflight_budget);
-    let mut state = AppState::assemble(config, schemas, flags, health, admission);
-    state.debug_panic = std::env::var_os("NORMD_DEBUG_PANIC").is_some_and(|v| v == "1");
-    Ok(state)
+    Ok(AppState::assemble(
+        config, schemas, flags, health, admission,
+    ))
 }
 
 impl AppState {
@@ -81,7 +79,6 @@ impl AppState {
             health: Arc::new(health),
             schema_set: Arc::new(RwLock::new(Arc::new(schemas))),
             probe_token: format!("{:032x}", fastrand::u128(..)).into(),
-            debug_panic: false,
             config: Arc::new(config),
         }
     }

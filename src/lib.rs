@@ -2,7 +2,7 @@
 //! off a garbage-collected app's heap.
 //!
 //! Module map. Data flows one way, listener → admission → pipeline → response, and each
-//! module imports only from those listed below it:
+//! module imports only modules listed below it (`tests/architecture.rs` checks this):
 //!
 //! - [`server`]    the Unix socket and 127.0.0.1 listeners, connection limits and
 //!   timeouts, and the drain a shutdown signal starts
@@ -13,13 +13,13 @@
 //! - [`shutdown`]  the signals: SIGTERM/SIGINT to stop, SIGHUP to reload schemas
 //! - [`health`]    livez/readyz, memory watermarks, the self-probe
 //! - [`flags`]     per-endpoint feature flags from a polled file
-//! - [`admission`] CPU pool, bounded queue, deadlines, shedding, in-flight byte budget
 //! - [`config`]    every knob: CLI flag, `NORMD_*` env, config file, defaults → `Config`
 //! - [`error`]     the one problem type and the one table of error codes
+//! - [`admission`] CPU pool, bounded queue, deadlines, shedding, in-flight byte budget
 //! - [`telemetry`] the metrics table, Prometheus rendering, JSON logs, trace ids
 //! - [`client`]    a one-shot HTTP client over either transport (self-probe, `normd probe`)
 //! - [`pipeline`]  the pure core: `canonical` (RFC 8785), `normalize`, `validate`, `codec`
-//! - [`wire`]      routes, header names and content types: the facts on the wire (a leaf)
+//! - [`wire`]      routes, header names and content types: the facts on the wire
 //! - [`sched`]     a scheduling hint for the I/O threads (one of the crate's two `unsafe` calls)
 //! - [`allocator`] freed memory back to the OS under a memory watermark (the other one)
 #![deny(unsafe_code)]

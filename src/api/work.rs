@@ -130,7 +130,7 @@ async fn serve(state: &AppState, work: Work, req: Request) -> Result<Response, F
         content_encoding,
         plan: resolved.plan,
         max_decoded: cfg.max_decoded_bytes,
-        panic: state.debug_panic && h.contains_key(headers::DEBUG_PANIC),
+        panic: cfg.debug_panic && h.contains_key(headers::DEBUG_PANIC),
     };
     let run = state
         .admission

@@ -154,6 +154,9 @@ pub struct ServeArgs {
     /// always written).
     #[arg(long, env = "NORMD_LOG_SAMPLE")]
     pub log_sample: Option<f64>,
+    /// Test hook: a call with an `X-Normd-Debug-Panic` header panics on its worker.
+    #[arg(long, hide = true, env = "NORMD_DEBUG_PANIC")]
+    pub debug_panic: bool,
 }
 
 /// `normd flags get|show|set`.
@@ -280,7 +283,7 @@ mod tests {
         let cmd = Cli::command();
         for name in ["serve", "check"] {
             let sub = cmd.find_subcommand(name).expect(name);
-            for arg in sub.get_arguments() {
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
                 let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
                 assert_eq!(
                     help.matches("[default:").count(),

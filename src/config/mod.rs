@@ -65,6 +65,9 @@ pub struct Config {
     pub(crate) flags_poll: Duration,
     pub log_level: String,
     pub(crate) log_sample: f64,
+    /// Test hook: honour `X-Normd-Debug-Panic` (hidden `--debug-panic`,
+    /// `NORMD_DEBUG_PANIC=1`).
+    pub(crate) debug_panic: bool,
     pub profiles: BTreeMap<String, Profile>,
 }
 
@@ -435,6 +438,7 @@ impl Config {
             flags_poll,
             log_level,
             log_sample,
+            debug_panic: args.debug_panic,
             profiles,
         })
     }
