@@ -155,7 +155,7 @@ pub struct ServeArgs {
     #[arg(long, env = "NORMD_LOG_SAMPLE")]
     pub log_sample: Option<f64>,
     /// Test hook: a call with an `X-Normd-Debug-Panic` header panics on its worker.
-    #[arg(long, hide = true, env = "NORMD_DEBUG_PANIC")]
+    #[arg(long, hide = true, env = "NORMD_DEBUG_PANIC", value_parser = clap::builder::FalseyValueParser::new())]
     pub debug_panic: bool,
 }
 
