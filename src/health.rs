@@ -1,11 +1,11 @@
 //! Liveness, readiness and memory watermarks, and the self-probe that keeps readiness
 //! honest.
 //!
-//! Owns: the four readiness checks (`draining`, `memory`, `schemas`, `probe`), the
-//! memory sampler with its two hysteresis latches (ready, shed), and the canary sent
-//! through the real listeners. Readiness is a latch of its own, distinct from
-//! "accepting": normd keeps serving while not ready (drain delay, memory pressure), so
-//! the app is never cut off by a readiness flip alone.
+//! Owns: the readiness checks (one table, [`CHECK_TABLE`]), the memory sampler with its
+//! two hysteresis latches (ready, shed), and the canary sent through the real listeners.
+//! Readiness is a latch of its own, distinct from "accepting": normd keeps serving while
+//! not ready (drain delay, memory pressure), so a readiness flip alone never cuts the app
+//! off.
 //! Never: blocks or queues `/livez`, `/readyz` or `/metrics` behind work.
 
 use std::io::Read;
@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::client::{self, Target};
 use crate::telemetry;
@@ -26,7 +26,7 @@ const HYSTERESIS: f64 = 0.05;
 
 /// Where the memory figure compared against the watermarks comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemorySource {
+enum MemorySource {
     /// `--memory-limit` given: this process's RSS.
     ProcessRss,
     /// Limit read from the cgroup: its working set (usage minus inactive file cache),
@@ -37,7 +37,7 @@ pub enum MemorySource {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CgroupVersion {
+enum CgroupVersion {
     V1,
     V2,
 }
@@ -66,7 +66,7 @@ pub struct Memory {
 
 impl Memory {
     /// `explicit` is `--memory-limit`; otherwise the cgroup's limit, if any.
-    pub fn new(explicit: Option<u64>, ready_fraction: f64, shed_fraction: f64) -> Self {
+    pub(crate) fn new(explicit: Option<u64>, ready_fraction: f64, shed_fraction: f64) -> Self {
         let (source, limit) = match explicit {
             Some(l) => (MemorySource::ProcessRss, Some(l)),
             None => match cgroup_limit() {
@@ -89,28 +89,28 @@ impl Memory {
         self.limit
     }
 
-    pub fn ready_watermark(&self) -> Option<u64> {
+    pub(crate) fn ready_watermark(&self) -> Option<u64> {
         self.limit.map(|l| (l as f64 * self.ready_fraction) as u64)
     }
 
-    pub fn shed_watermark(&self) -> Option<u64> {
+    pub(crate) fn shed_watermark(&self) -> Option<u64> {
         self.limit.map(|l| (l as f64 * self.shed_fraction) as u64)
     }
 
-    pub fn usage(&self) -> u64 {
+    pub(crate) fn usage(&self) -> u64 {
         self.usage.load(Ordering::Relaxed)
     }
 
-    pub fn shedding(&self) -> bool {
+    pub(crate) fn shedding(&self) -> bool {
         self.shedding.load(Ordering::Relaxed)
     }
 
-    pub fn over_ready(&self) -> bool {
+    pub(crate) fn over_ready(&self) -> bool {
         self.over_ready.load(Ordering::Relaxed)
     }
 
     /// Reads the current usage and moves the latches.
-    pub fn sample(&self) {
+    pub(crate) fn sample(&self) {
         let usage = match self.source {
             MemorySource::Cgroup(v) => cgroup_working_set(v).or_else(process_rss),
             _ => process_rss(),
@@ -120,7 +120,7 @@ impl Memory {
     }
 
     /// Moves the latches for a usage figure (separate from `sample` for tests).
-    pub fn update(&self, usage: u64) {
+    fn update(&self, usage: u64) {
         self.usage.store(usage, Ordering::Relaxed);
         let Some(limit) = self.limit else {
             telemetry::memory(usage, None, None, None);
@@ -152,7 +152,7 @@ fn latch(flag: &AtomicBool, usage: u64, mark: u64, band: u64, which: &'static st
 }
 
 /// This process's resident set, from /proc/self/status (kB, so no page-size guess).
-pub fn process_rss() -> Option<u64> {
+fn process_rss() -> Option<u64> {
     let mut text = String::new();
     std::fs::File::open("/proc/self/status")
         .ok()?
@@ -227,11 +227,78 @@ pub struct Health {
     cutoff: tokio::sync::watch::Sender<bool>,
 }
 
-/// The checks `/readyz` reports, by name.
-pub const CHECKS: [&str; 4] = ["draining", "memory", "schemas", "probe"];
+/// A readiness check: its name, whether it passes, and what `/readyz` shows besides
+/// `ok` and `excluded`.
+struct Check {
+    name: &'static str,
+    ok: fn(&Health) -> bool,
+    detail: fn(&Health) -> Value,
+}
+
+/// Every readiness check, in the order `/readyz`, its `failing` list and the
+/// `normd_check_ok` gauge follow.
+const CHECK_TABLE: [Check; 4] = [
+    Check {
+        name: "draining",
+        ok: |h| !h.draining(),
+        detail: |h| {
+            let state = if h.stopping() {
+                "stopping"
+            } else if h.draining() {
+                "draining"
+            } else {
+                "serving"
+            };
+            json!({ "state": state })
+        },
+    },
+    Check {
+        name: "memory",
+        ok: |h| !h.memory.over_ready(),
+        detail: |h| {
+            let m = &h.memory;
+            json!({
+                "source": m.source.name(),
+                "usage_bytes": m.usage(),
+                "limit_bytes": m.limit(),
+                "ready_watermark_bytes": m.ready_watermark(),
+                "shed_watermark_bytes": m.shed_watermark(),
+                "shedding": m.shedding(),
+            })
+        },
+    },
+    Check {
+        name: "schemas",
+        ok: |h| h.schemas_loaded.load(Ordering::Relaxed),
+        detail: |h| json!({ "count": h.schema_count.load(Ordering::Relaxed) }),
+    },
+    Check {
+        name: "probe",
+        ok: |h| h.probe_failures.load(Ordering::Relaxed) < h.probe_threshold,
+        detail: |h| {
+            json!({
+                "consecutive_failures": h.probe_failures.load(Ordering::Relaxed),
+                "threshold": h.probe_threshold,
+                "rounds": h.probe_rounds.load(Ordering::Relaxed),
+                "last_error": h.probe_last_error.lock().ok().and_then(|e| e.clone()),
+            })
+        },
+    },
+];
+
+/// The checks `/readyz` reports, by name (what `?exclude=` accepts).
+pub(crate) const CHECKS: [&str; CHECK_TABLE.len()] = {
+    let mut names = [""; CHECK_TABLE.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = CHECK_TABLE[i].name;
+        i += 1;
+    }
+    names
+};
 
 impl Health {
-    pub fn new(memory: Memory, probe_threshold: u32) -> Self {
+    pub(crate) fn new(memory: Memory, probe_threshold: u32) -> Self {
         Self {
             memory,
             draining: AtomicBool::new(false),
@@ -247,12 +314,12 @@ impl Health {
     }
 
     /// The shutdown timeout is about to cut what is still open: answer now.
-    pub fn cut_off(&self) {
+    pub(crate) fn cut_off(&self) {
         self.cutoff.send_replace(true);
     }
 
     /// Resolves once [`Health::cut_off`] was called (never before).
-    pub fn wait_cutoff(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    pub(crate) fn wait_cutoff(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.cutoff.subscribe();
         async move {
             if rx.wait_for(|cut| *cut).await.is_err() {
@@ -262,32 +329,32 @@ impl Health {
     }
 
     /// A shutdown signal arrived: readiness fails from now on, work is still served.
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
         self.publish();
     }
 
     /// The drain delay is over: new work gets 503 `draining`.
-    pub fn set_stopping(&self) {
+    pub(crate) fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
-    pub fn draining(&self) -> bool {
+    pub(crate) fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }
 
     /// A set of zero schemas counts as not loaded: an empty schemas dir is a missing
     /// mount far more often than a choice.
-    pub fn set_schemas(&self, count: usize) {
+    pub(crate) fn set_schemas(&self, count: usize) {
         self.schemas_loaded.store(count > 0, Ordering::Relaxed);
         self.schema_count.store(count as u32, Ordering::Relaxed);
     }
 
-    pub fn probe_result(&self, error: Option<String>) {
+    pub(crate) fn probe_result(&self, error: Option<String>) {
         self.probe_rounds.fetch_add(1, Ordering::Relaxed);
         match error {
             None => {
@@ -304,91 +371,60 @@ impl Health {
         self.publish();
     }
 
-    /// Publishes the gauges (ready, draining, shedding).
-    pub fn publish(&self) {
-        let failing = self.failing(&[]);
-        telemetry::health_state(failing.is_empty(), self.draining(), self.memory.shedding());
-        for check in CHECKS {
-            telemetry::check_state(check, !failing.contains(&check));
+    /// Publishes the readiness gauges: ready, each check, draining, shedding.
+    pub(crate) fn publish(&self) {
+        let mut ready = true;
+        for check in &CHECK_TABLE {
+            let ok = (check.ok)(self);
+            ready &= ok;
+            telemetry::check_state(check.name, ok);
         }
+        telemetry::health_state(ready, self.draining(), self.memory.shedding());
     }
 
-    /// Names of the failing checks, ignoring `exclude`.
-    pub fn failing(&self, exclude: &[&str]) -> Vec<&'static str> {
+    /// The `/readyz` document: every check with `ok`, `excluded` and its details.
+    pub(crate) fn readyz(&self, exclude: &[&str]) -> (bool, Value) {
         let mut failing = Vec::new();
-        let mut check = |name: &'static str, ok: bool| {
-            if !ok && !exclude.contains(&name) {
-                failing.push(name);
+        let mut checks = Map::new();
+        for check in &CHECK_TABLE {
+            let ok = (check.ok)(self);
+            let excluded = exclude.contains(&check.name);
+            if !ok && !excluded {
+                failing.push(check.name);
             }
-        };
-        check("draining", !self.draining());
-        check("memory", !self.memory.over_ready());
-        check("schemas", self.schemas_loaded.load(Ordering::Relaxed));
-        check(
-            "probe",
-            self.probe_failures.load(Ordering::Relaxed) < self.probe_threshold,
-        );
-        failing
-    }
-
-    /// The `/readyz` document.
-    pub fn readyz(&self, exclude: &[&str]) -> (bool, Value) {
-        let failing = self.failing(exclude);
+            let mut entry = Map::new();
+            entry.insert("ok".into(), ok.into());
+            entry.insert("excluded".into(), excluded.into());
+            if let Value::Object(detail) = (check.detail)(self) {
+                entry.extend(detail);
+            }
+            checks.insert(check.name.into(), entry.into());
+        }
         let ready = failing.is_empty();
-        let m = &self.memory;
-        let probe_failures = self.probe_failures.load(Ordering::Relaxed);
-        let last_error = self.probe_last_error.lock().ok().and_then(|e| e.clone());
-        let excluded = |name: &str| exclude.contains(&name);
         let body = json!({
             "status": if ready { "ready" } else { "not_ready" },
             "failing": failing,
-            "checks": {
-                "draining": {
-                    "ok": !self.draining(),
-                    "excluded": excluded("draining"),
-                    "state": if self.stopping() { "stopping" } else if self.draining() { "draining" } else { "serving" },
-                },
-                "memory": {
-                    "ok": !m.over_ready(),
-                    "excluded": excluded("memory"),
-                    "source": m.source.name(),
-                    "usage_bytes": m.usage(),
-                    "limit_bytes": m.limit(),
-                    "ready_watermark_bytes": m.ready_watermark(),
-                    "shed_watermark_bytes": m.shed_watermark(),
-                    "shedding": m.shedding(),
-                },
-                "schemas": {
-                    "ok": self.schemas_loaded.load(Ordering::Relaxed),
-                    "excluded": excluded("schemas"),
-                    "count": self.schema_count.load(Ordering::Relaxed),
-                },
-                "probe": {
-                    "ok": probe_failures < self.probe_threshold,
-                    "excluded": excluded("probe"),
-                    "consecutive_failures": probe_failures,
-                    "threshold": self.probe_threshold,
-                    "rounds": self.probe_rounds.load(Ordering::Relaxed),
-                    "last_error": last_error,
-                },
-            }
+            "checks": checks,
         });
         (ready, body)
     }
 }
 
 /// The canary document and the canonical form it must come back as.
-pub const CANARY: &[u8] = br#"{"probe": true, "n": 1.50, "s": "normd"}"#;
-pub const CANARY_CANONICAL: &[u8] = br#"{"n":1.5,"probe":true,"s":"normd"}"#;
+const CANARY: &[u8] = br#"{"probe": true, "n": 1.50, "s": "normd"}"#;
+const CANARY_CANONICAL: &[u8] = br#"{"n":1.5,"probe":true,"s":"normd"}"#;
 
 /// Header that marks the self-probe's own calls; its value is a per-process secret so
 /// no client can use it to skip admission.
-pub const PROBE_HEADER: &str = "x-normd-probe";
+pub(crate) const PROBE_HEADER: &str = "x-normd-probe";
 
 /// One probe round: the canary through every listener that is on, via `/norm` (so the
 /// pool and pipeline are exercised too), with identity encoding so the answer can be
 /// compared byte for byte. `Err` names every listener that failed.
-pub async fn probe_round(targets: &[(&'static str, Target)], token: &str) -> Result<(), String> {
+pub(crate) async fn probe_round(
+    targets: &[(&'static str, Target)],
+    token: &str,
+) -> Result<(), String> {
     let mut errors = Vec::new();
     for (listener, target) in targets {
         let result = client::send(
@@ -440,6 +476,10 @@ pub async fn probe_round(targets: &[(&'static str, Target)], token: &str) -> Res
 mod tests {
     use super::*;
 
+    fn failing(h: &Health, exclude: &[&str]) -> Value {
+        h.readyz(exclude).1["failing"].clone()
+    }
+
     fn mem(limit: u64) -> Memory {
         let mut m = Memory::new(Some(limit), 0.8, 0.9);
         m.source = MemorySource::ProcessRss;
@@ -475,11 +515,11 @@ mod tests {
         h.set_schemas(2);
         h.memory.update(950);
         h.probe_result(Some("boom".into()));
-        assert_eq!(h.failing(&[]), vec!["memory"]);
+        assert_eq!(failing(&h, &[]), json!(["memory"]));
         h.probe_result(Some("boom".into()));
         h.set_draining();
-        assert_eq!(h.failing(&[]), vec!["draining", "memory", "probe"]);
-        assert_eq!(h.failing(&["memory", "draining"]), vec!["probe"]);
+        assert_eq!(failing(&h, &[]), json!(["draining", "memory", "probe"]));
+        assert_eq!(failing(&h, &["memory", "draining"]), json!(["probe"]));
         h.probe_result(None);
         let (_, body) = h.readyz(&["memory"]);
         assert_eq!(body["checks"]["memory"]["excluded"], true);
