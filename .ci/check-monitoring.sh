@@ -72,8 +72,8 @@ else
 fi
 
 # Structure, metric names, and PromQL extraction (written as recording rules so that promtool
-# parses every dashboard query). The metric list is the one normd exports: keep in sync with
-# the Rust side (telemetry) when a metric is added.
+# parses every dashboard query). The metric list is the README's metrics table, which a unit
+# test (src/telemetry) keeps equal to the metrics normd declares.
 if [ "$failures" = 0 ]; then
   if python3 - "$DASHBOARD" "$work/dashboard-queries.rules.yaml" >"$work/dash.out" 2>&1 <<'PY'
 import json, re, sys
@@ -81,19 +81,29 @@ import json, re, sys
 dashboard_path, rules_out = sys.argv[1], sys.argv[2]
 d = json.load(open(dashboard_path))
 
-PLAIN = """
-normd_requests_total normd_inflight_requests normd_queue_depth normd_inflight_bytes
-normd_open_connections normd_rejections_total normd_cancelled_before_start_total
-normd_bytes_in_total normd_bytes_out_total
-normd_schema_failures_total normd_schema_reloads_total normd_probe_failures_total
-normd_flag_reloads_total normd_flag_enabled normd_flag_rollout_percent normd_ready
-normd_check_ok normd_draining normd_memory_shedding normd_memory_usage_bytes
-normd_memory_limit_bytes normd_memory_ready_watermark_bytes normd_memory_shed_watermark_bytes
-normd_deadline_budget_seconds normd_build_info
+def readme_metrics():
+    """(plain names, histogram names) from the README's metrics table, the list a unit
+    test keeps equal to the metrics table in src/telemetry."""
+    section = open("README.md").read().split("## Metrics and logs")[1].split("\n## ")[0]
+    plain, hist = set(), set()
+    for row in section.splitlines():
+        cells = row.split("|")
+        if len(cells) < 3:
+            continue
+        for token in re.findall(r"`(normd_[^`]+)`", cells[1]):
+            token = re.sub(r"\{[a-z_,]+\}$", "", token)
+            m = re.search(r"\{([a-z_,]+)\}", token)
+            names = [token[:m.start()] + p + token[m.end():] for p in m.group(1).split(",")] if m else [token]
+            (hist if cells[2].strip().startswith("histogram") else plain).update(names)
+    return plain, hist
+
+_plain, _hist = readme_metrics()
+assert "normd_requests_total" in _plain and "normd_request_duration_seconds" in _hist, "README metrics table not found"
+PLAIN = sorted(_plain) + """
 process_resident_memory_bytes process_cpu_seconds_total process_open_fds
 process_start_time_seconds process_virtual_memory_bytes process_threads
 """.split()
-HISTOGRAMS = ["normd_request_duration_seconds", "normd_queue_wait_seconds", "normd_compression_ratio"]
+HISTOGRAMS = sorted(_hist)
 ALLOWED = set(PLAIN) | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
 
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::admission::Refusal;
 use crate::pipeline::{CanonError, DecodeError, PipelineError};
+use crate::telemetry::Rejection;
 use crate::wire::content_types;
 
 /// Stable machine-readable codes of the contract (the README's Errors table).
@@ -51,7 +52,7 @@ struct Entry {
     retry_after: Option<u32>,
     /// `reason` label of `normd_rejections_total`: normd declined the work (the input
     /// was fine), as opposed to the input being wrong.
-    rejection: Option<&'static str>,
+    rejection: Option<Rejection>,
 }
 
 const fn entry(
@@ -60,7 +61,7 @@ const fn entry(
     status: StatusCode,
     title: &'static str,
     retry_after: Option<u32>,
-    rejection: Option<&'static str>,
+    rejection: Option<Rejection>,
 ) -> Entry {
     Entry {
         code,
@@ -96,12 +97,12 @@ const TABLE: [Entry; 24] = {
         entry(UnsupportedContentEncoding, "unsupported_content_encoding", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported content encoding", None, None),
         entry(SchemaViolation, "schema_violation", StatusCode::UNPROCESSABLE_ENTITY, "Document violates its schema", None, None),
         entry(NumberPrecision, "number_precision", StatusCode::UNPROCESSABLE_ENTITY, "Number would lose precision", None, None),
-        entry(Overloaded, "overloaded", StatusCode::TOO_MANY_REQUESTS, "Overloaded, use the in-app path", Some(1), Some("overloaded")),
-        entry(NotReady, "not_ready", GONE, "Not ready", Some(1), Some("not_ready")),
-        entry(Draining, "draining", GONE, "Shutting down, use the in-app path", Some(5), Some("draining")),
-        entry(MemoryPressure, "memory_pressure", GONE, "Under memory pressure, use the in-app path", Some(1), Some("memory_pressure")),
-        entry(Disabled, "disabled", GONE, "Endpoint disabled by feature flag", Some(5), Some("disabled")),
-        entry(DeadlineExceeded, "deadline_exceeded", StatusCode::GATEWAY_TIMEOUT, "Deadline exceeded", None, Some("deadline")),
+        entry(Overloaded, "overloaded", StatusCode::TOO_MANY_REQUESTS, "Overloaded, use the in-app path", Some(1), Some(Rejection::Overloaded)),
+        entry(NotReady, "not_ready", GONE, "Not ready", Some(1), Some(Rejection::NotReady)),
+        entry(Draining, "draining", GONE, "Shutting down, use the in-app path", Some(5), Some(Rejection::Draining)),
+        entry(MemoryPressure, "memory_pressure", GONE, "Under memory pressure, use the in-app path", Some(1), Some(Rejection::MemoryPressure)),
+        entry(Disabled, "disabled", GONE, "Endpoint disabled by feature flag", Some(5), Some(Rejection::Disabled)),
+        entry(DeadlineExceeded, "deadline_exceeded", StatusCode::GATEWAY_TIMEOUT, "Deadline exceeded", None, Some(Rejection::Deadline)),
         entry(Internal, "internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error", None, None),
     ]
 };
@@ -142,7 +143,7 @@ impl Code {
     }
 
     /// The `reason` of `normd_rejections_total` this code counts as, if it is a refusal.
-    pub fn rejection(self) -> Option<&'static str> {
+    pub fn rejection(self) -> Option<Rejection> {
         self.entry().rejection
     }
 }

@@ -38,7 +38,7 @@ const FIELDS: &str = "enabled, rollout_percent, shadow_percent";
 /// (answering with its in-app result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Flag {
+pub(crate) struct Flag {
     #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(default = "hundred")]
@@ -230,7 +230,7 @@ impl Flags {
     fn publish(&self, snap: Snapshot) {
         for e in ENDPOINTS {
             let f = snap.get(e);
-            telemetry::flag_state(e, f);
+            telemetry::flag_state(e, f.enabled, f.rollout_percent, f.shadow_percent);
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
     }

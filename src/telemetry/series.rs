@@ -483,12 +483,12 @@ pub fn compression(encoding: &'static str, canonical: usize, output: usize) {
     }
 }
 
-/// `reason` is one of [`Rejection`]'s values.
-pub(crate) fn rejection(reason: &'static str) {
+pub(crate) fn rejection(reason: Rejection) {
+    let reason = reason.as_str();
     with_series(|c| {
         c.rejections
             .entry(reason)
-            .or_insert_with(|| counter!(REJECTIONS_TOTAL, "reason" => Rejection::known(reason)))
+            .or_insert_with(|| counter!(REJECTIONS_TOTAL, "reason" => reason))
             .increment(1);
     });
 }
@@ -524,10 +524,11 @@ pub(crate) fn flag_reload(ok: bool) {
     counter!(FLAG_RELOADS_TOTAL, "result" => Outcome::of(ok).as_str()).increment(1);
 }
 
-pub(crate) fn flag_state(endpoint: &'static str, flag: crate::flags::Flag) {
-    gauge!(FLAG_ENABLED, "endpoint" => endpoint).set(if flag.enabled { 1.0 } else { 0.0 });
-    gauge!(FLAG_ROLLOUT_PERCENT, "endpoint" => endpoint).set(f64::from(flag.rollout_percent));
-    gauge!(FLAG_SHADOW_PERCENT, "endpoint" => endpoint).set(f64::from(flag.shadow_percent));
+/// An endpoint's flag: whether it is enabled, its rollout and shadow percentages.
+pub(crate) fn flag_state(endpoint: &'static str, enabled: bool, rollout: u8, shadow: u8) {
+    gauge!(FLAG_ENABLED, "endpoint" => endpoint).set(if enabled { 1.0 } else { 0.0 });
+    gauge!(FLAG_ROLLOUT_PERCENT, "endpoint" => endpoint).set(f64::from(rollout));
+    gauge!(FLAG_SHADOW_PERCENT, "endpoint" => endpoint).set(f64::from(shadow));
 }
 
 pub fn queue_depth(n: usize) {
@@ -648,6 +649,51 @@ mod tests {
         std::mem::discriminant(&a) == std::mem::discriminant(&b)
     }
 
+    /// The metric names in the README's metrics table: backticked `normd_…` names, a
+    /// trailing `{labels}` dropped and an inner `{a,b}` expanded.
+    fn readme_metrics() -> HashSet<String> {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("## Metrics and logs")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("the README's metrics section");
+        let mut names = HashSet::new();
+        for token in table.split('`').skip(1).step_by(2) {
+            let Some(name) = token.strip_prefix("normd_") else {
+                continue;
+            };
+            let name = match name.rfind('{') {
+                Some(i) if name.ends_with('}') && !name[..i].ends_with('_') => &name[..i],
+                _ => name,
+            };
+            match (name.find('{'), name.find('}')) {
+                (Some(open), Some(close)) => {
+                    for part in name[open + 1..close].split(',') {
+                        let expanded = format!("{}{part}{}", &name[..open], &name[close + 1..]);
+                        names.insert(format!("normd_{expanded}"));
+                    }
+                }
+                _ => {
+                    names.insert(format!("normd_{name}"));
+                }
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn the_readme_names_every_metric_and_no_other() {
+        let table: HashSet<String> = METRICS.iter().map(|m| m.name.to_owned()).collect();
+        let readme = readme_metrics();
+        let missing: Vec<_> = table.difference(&readme).collect();
+        let unknown: Vec<_> = readme.difference(&table).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "README metrics table: missing {missing:?}, unknown {unknown:?}"
+        );
+    }
+
     #[test]
     fn the_table_is_well_formed() {
         let names: HashSet<&str> = METRICS.iter().map(|m| m.name).collect();
@@ -679,7 +725,7 @@ mod tests {
             bytes("norm", 1, 2);
             compression("gzip", 10, 5);
             for reason in Rejection::NAMES {
-                rejection(reason);
+                rejection(Rejection::parse(reason).expect("a rejection"));
             }
             schema_known("s");
             schema_failure("s");
@@ -691,7 +737,7 @@ mod tests {
             }
             flag_reload(true);
             flag_reload(false);
-            flag_state("norm", crate::flags::Flag::default());
+            flag_state("norm", true, 100, 0);
             queue_depth(1);
             queue_wait(d);
             inflight_bytes(1);
