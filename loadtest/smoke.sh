@@ -52,4 +52,23 @@ for wl in r["c"]["workloads"]:
 assert r["d"]["ops_per_s"] > 0
 PY
 [ "$missing" = 0 ] || { echo "loadtest smoke: FAILED" >&2; exit 1; }
+
+# Instructions per /norm call (callgrind.py), printed for the record, with no threshold. It
+# counts the build the smoke runs: a debug build executes several times the instructions
+# of the release figure in the README.
+if ! command -v valgrind >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind >/dev/null
+fi
+if command -v valgrind >/dev/null; then
+  profile=(); case "$NORMD_BIN" in */release/*) profile=(--release) ;; esac
+  example="$(dirname "$NORMD_BIN")/examples/pipeline_count"
+  [ -x "$example" ] || (cd "$repo" && cargo build --locked "${profile[@]}" --example pipeline_count)
+  "$PY" "$here/callgrind.py" --normd "$NORMD_BIN" --example "$example" --calls 200 --warmup 20 \
+    --pipeline-counts 20,220 --repeat 1 --out "$out/callgrind" \
+    --rev "$(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')"
+  echo "loadtest smoke: instructions per call ($NORMD_BIN):"
+  sed -n '/^| instructions per call/,/^$/p' "$out/callgrind/summary.md"
+else
+  echo "loadtest smoke: valgrind is not installed; instructions per call not counted"
+fi
 echo "loadtest smoke: ok (run.py $(( $(date +%s) - t0 ))s, total $(( $(date +%s) - started ))s); report: $out/report.md"
