@@ -59,20 +59,27 @@ impl Job {
             Cow::Owned(d)
         };
         // What the work itself will allocate (a parse tree, a codec's tables) is charged
-        // too, so that memory stays within the budget however the calls in flight are
-        // shaped; alone, a call still runs.
-        let working = match work {
-            Work::Norm => pipeline::norm_memory(&decoded, &plan),
-            Work::Normalize => pipeline::normalize_memory(&decoded, &plan),
-            Work::Validate => pipeline::check_memory(&decoded, &plan),
-            Work::Compress => pipeline::compress_memory(&decoded, &plan),
-        };
-        permit.grow(working)?;
+        // before it runs, so that memory stays within the budget however the calls in
+        // flight are shaped; alone, a call still runs.
+        let (input, plan) = (decoded.as_ref(), &plan);
+        let mut charge = |bytes| permit.grow(bytes);
         let done = match work {
-            Work::Norm => Done::Norm(pipeline::norm(&decoded, &plan, budget)?),
-            Work::Normalize => Done::Normalize(pipeline::normalize(&decoded, &plan, budget)?),
-            Work::Validate => Done::Validate(pipeline::check(&decoded, &plan, budget)?),
-            Work::Compress => Done::Compress(pipeline::compress(&decoded, &plan, budget)?),
+            Work::Norm => {
+                charge(pipeline::norm_memory(input, plan))?;
+                Done::Norm(pipeline::norm(input, plan, budget)?)
+            }
+            Work::Normalize => {
+                charge(pipeline::normalize_memory(input, plan))?;
+                Done::Normalize(pipeline::normalize(input, plan, budget)?)
+            }
+            Work::Validate => {
+                charge(pipeline::check_memory(input, plan))?;
+                Done::Validate(pipeline::check(input, plan, budget)?)
+            }
+            Work::Compress => {
+                charge(pipeline::compress_memory(input, plan))?;
+                Done::Compress(pipeline::compress(input, plan, budget)?)
+            }
         };
         Ok((done, permit))
     }
