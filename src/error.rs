@@ -42,36 +42,17 @@ pub enum Code {
     Internal,
 }
 
-/// Everything the contract says about one code.
-struct Entry {
-    code: Code,
-    name: &'static str,
-    status: StatusCode,
-    title: &'static str,
-    /// `Retry-After` seconds, for the codes that tell the app to come back later.
-    retry_after: Option<u32>,
-    /// `reason` label of `normd_rejections_total`: normd declined the work (the input
-    /// was fine), as opposed to the input being wrong.
-    rejection: Option<Rejection>,
-}
-
-const fn entry(
-    code: Code,
-    name: &'static str,
-    status: StatusCode,
-    title: &'static str,
-    retry_after: Option<u32>,
-    rejection: Option<Rejection>,
-) -> Entry {
-    Entry {
-        code,
-        name,
-        status,
-        title,
-        retry_after,
-        rejection,
-    }
-}
+/// Everything the contract says about one code: the code, its name, status and title,
+/// its `Retry-After` seconds (for the codes that tell the app to come back later), and
+/// its `reason` in `normd_rejections_total` (normd declined the work; the input was fine).
+struct Entry(
+    Code,
+    &'static str,
+    StatusCode,
+    &'static str,
+    Option<u32>,
+    Option<Rejection>,
+);
 
 /// The one code table, in `Code` order; every property of a code is read from here.
 #[rustfmt::skip]
@@ -80,30 +61,30 @@ const TABLE: [Entry; 24] = {
     const BAD: StatusCode = StatusCode::BAD_REQUEST;
     const GONE: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
     [
-        entry(InvalidJson, "invalid_json", BAD, "Body is not valid JSON", None, None),
-        entry(InvalidUtf8, "invalid_utf8", BAD, "Body is not valid UTF-8", None, None),
-        entry(DuplicateKey, "duplicate_key", BAD, "Duplicate member name", None, None),
-        entry(TooDeep, "too_deep", BAD, "Document nested too deeply", None, None),
-        entry(UnknownProfile, "unknown_profile", BAD, "Unknown profile", None, None),
-        entry(UnknownSchema, "unknown_schema", BAD, "Unknown schema", None, None),
-        entry(UnknownEncoding, "unknown_encoding", BAD, "Unknown encoding", None, None),
-        entry(BadParameter, "bad_parameter", BAD, "Bad parameter", None, None),
-        entry(BadContentEncoding, "bad_content_encoding", BAD, "Body does not decode with its Content-Encoding", None, None),
-        entry(NotFound, "not_found", StatusCode::NOT_FOUND, "Not found", None, None),
-        entry(MethodNotAllowed, "method_not_allowed", StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", None, None),
-        entry(PayloadTooLarge, "payload_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", None, None),
-        entry(DecodedTooLarge, "decoded_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Decoded payload too large", None, None),
-        entry(UnsupportedMediaType, "unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", None, None),
-        entry(UnsupportedContentEncoding, "unsupported_content_encoding", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported content encoding", None, None),
-        entry(SchemaViolation, "schema_violation", StatusCode::UNPROCESSABLE_ENTITY, "Document violates its schema", None, None),
-        entry(NumberPrecision, "number_precision", StatusCode::UNPROCESSABLE_ENTITY, "Number would lose precision", None, None),
-        entry(Overloaded, "overloaded", StatusCode::TOO_MANY_REQUESTS, "Overloaded, use the in-app path", Some(1), Some(Rejection::Overloaded)),
-        entry(NotReady, "not_ready", GONE, "Not ready", Some(1), Some(Rejection::NotReady)),
-        entry(Draining, "draining", GONE, "Shutting down, use the in-app path", Some(5), Some(Rejection::Draining)),
-        entry(MemoryPressure, "memory_pressure", GONE, "Under memory pressure, use the in-app path", Some(1), Some(Rejection::MemoryPressure)),
-        entry(Disabled, "disabled", GONE, "Endpoint disabled by feature flag", Some(5), Some(Rejection::Disabled)),
-        entry(DeadlineExceeded, "deadline_exceeded", StatusCode::GATEWAY_TIMEOUT, "Deadline exceeded", None, Some(Rejection::Deadline)),
-        entry(Internal, "internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error", None, None),
+        Entry(InvalidJson, "invalid_json", BAD, "Body is not valid JSON", None, None),
+        Entry(InvalidUtf8, "invalid_utf8", BAD, "Body is not valid UTF-8", None, None),
+        Entry(DuplicateKey, "duplicate_key", BAD, "Duplicate member name", None, None),
+        Entry(TooDeep, "too_deep", BAD, "Document nested too deeply", None, None),
+        Entry(UnknownProfile, "unknown_profile", BAD, "Unknown profile", None, None),
+        Entry(UnknownSchema, "unknown_schema", BAD, "Unknown schema", None, None),
+        Entry(UnknownEncoding, "unknown_encoding", BAD, "Unknown encoding", None, None),
+        Entry(BadParameter, "bad_parameter", BAD, "Bad parameter", None, None),
+        Entry(BadContentEncoding, "bad_content_encoding", BAD, "Body does not decode with its Content-Encoding", None, None),
+        Entry(NotFound, "not_found", StatusCode::NOT_FOUND, "Not found", None, None),
+        Entry(MethodNotAllowed, "method_not_allowed", StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", None, None),
+        Entry(PayloadTooLarge, "payload_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", None, None),
+        Entry(DecodedTooLarge, "decoded_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Decoded payload too large", None, None),
+        Entry(UnsupportedMediaType, "unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", None, None),
+        Entry(UnsupportedContentEncoding, "unsupported_content_encoding", StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported content encoding", None, None),
+        Entry(SchemaViolation, "schema_violation", StatusCode::UNPROCESSABLE_ENTITY, "Document violates its schema", None, None),
+        Entry(NumberPrecision, "number_precision", StatusCode::UNPROCESSABLE_ENTITY, "Number would lose precision", None, None),
+        Entry(Overloaded, "overloaded", StatusCode::TOO_MANY_REQUESTS, "Overloaded, use the in-app path", Some(1), Some(Rejection::Overloaded)),
+        Entry(NotReady, "not_ready", GONE, "Not ready", Some(1), Some(Rejection::NotReady)),
+        Entry(Draining, "draining", GONE, "Shutting down, use the in-app path", Some(5), Some(Rejection::Draining)),
+        Entry(MemoryPressure, "memory_pressure", GONE, "Under memory pressure, use the in-app path", Some(1), Some(Rejection::MemoryPressure)),
+        Entry(Disabled, "disabled", GONE, "Endpoint disabled by feature flag", Some(5), Some(Rejection::Disabled)),
+        Entry(DeadlineExceeded, "deadline_exceeded", StatusCode::GATEWAY_TIMEOUT, "Deadline exceeded", None, Some(Rejection::Deadline)),
+        Entry(Internal, "internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error", None, None),
     ]
 };
 
@@ -113,7 +94,7 @@ impl Code {
         let mut all = [Code::Internal; 24];
         let mut i = 0;
         while i < TABLE.len() {
-            all[i] = TABLE[i].code;
+            all[i] = TABLE[i].0;
             i += 1;
         }
         all
@@ -122,29 +103,29 @@ impl Code {
     fn entry(self) -> &'static Entry {
         // `TABLE` is in declaration order (checked by a test).
         let entry = &TABLE[self as usize];
-        debug_assert!(entry.code == self, "the code table is out of order");
+        debug_assert!(entry.0 == self, "the code table is out of order");
         entry
     }
 
     pub fn as_str(self) -> &'static str {
-        self.entry().name
+        self.entry().1
     }
 
     pub fn status(self) -> StatusCode {
-        self.entry().status
+        self.entry().2
     }
 
     pub fn title(self) -> &'static str {
-        self.entry().title
+        self.entry().3
     }
 
     fn retry_after(self) -> Option<u32> {
-        self.entry().retry_after
+        self.entry().4
     }
 
     /// The `reason` of `normd_rejections_total` this code counts as, if it is a refusal.
     pub fn rejection(self) -> Option<Rejection> {
-        self.entry().rejection
+        self.entry().5
     }
 }
 
@@ -369,7 +350,7 @@ mod tests {
     #[test]
     fn the_code_table_is_in_declaration_order() {
         for (i, s) in TABLE.iter().enumerate() {
-            assert_eq!(s.code as usize, i, "{}", s.name);
+            assert_eq!(s.0 as usize, i, "{}", s.1);
         }
     }
 
