@@ -46,18 +46,6 @@ use sha2::{Digest, Sha256};
 /// normd's default gzip level (`Encoding::Gzip.default_level()` in src/pipeline/codec.rs).
 const GZIP_LEVEL: u32 = 1;
 
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: naive_loop --payloads DIR --schemas DIR [--count N] [--warmup N] [--schema NAME]\n\
-         \n  --payloads DIR  *.json bodies, every one in turn (e.g. ../shared/bench/payloads/4k)\
-         \n  --schemas DIR   order.v1.json and address.v1.json (the repository's schemas/)\
-         \n  --count N       timed calls (default 10000)\
-         \n  --warmup N      untimed calls first (default: one pass over the payloads)\
-         \n  --schema NAME   the schema every body must satisfy (default order.v1)"
-    );
-    ExitCode::from(2)
-}
-
 /// The naive normalization: trimmed strings, recursively. Object keys are left alone
 /// (normd trims values, not names); the `BTreeMap` already keeps them sorted.
 fn normalize(v: &mut Value) {
@@ -178,32 +166,34 @@ fn clock_tick() -> f64 {
     0.01
 }
 
+/// The naive in-process job, N calls over a payload directory.
+#[derive(clap::Parser)]
+struct Args {
+    /// Calls to measure (over the payloads in turn).
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// Calls before the measured ones [default: one pass over the payloads].
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Directory of `*.json` payloads.
+    #[arg(long)]
+    payloads: PathBuf,
+    /// Directory of JSON Schemas (the repository's schemas/).
+    #[arg(long)]
+    schemas: PathBuf,
+    /// Schema every payload is validated against.
+    #[arg(long, default_value = "order.v1")]
+    schema: String,
+}
+
 fn main() -> ExitCode {
-    let mut count: usize = 10_000;
-    let mut warmup: Option<usize> = None;
-    let mut payloads: Option<PathBuf> = None;
-    let mut schemas: Option<PathBuf> = None;
-    let mut schema_name = String::from("order.v1");
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--count", Some(v)) => match v.parse() {
-                Ok(n) => count = n,
-                Err(_) => return usage(),
-            },
-            ("--warmup", Some(v)) => match v.parse() {
-                Ok(n) => warmup = Some(n),
-                Err(_) => return usage(),
-            },
-            ("--payloads", Some(v)) => payloads = Some(PathBuf::from(v)),
-            ("--schemas", Some(v)) => schemas = Some(PathBuf::from(v)),
-            ("--schema", Some(v)) => schema_name = v,
-            _ => return usage(),
-        }
-    }
-    let (Some(dir), Some(schemas)) = (payloads, schemas) else {
-        return usage();
-    };
+    let Args {
+        count,
+        warmup,
+        payloads: dir,
+        schemas,
+        schema: schema_name,
+    } = clap::Parser::parse();
     match run(&dir, &schemas, &schema_name, count, warmup) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

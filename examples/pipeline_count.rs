@@ -28,27 +28,26 @@ use normd::pipeline::{self, NeverStop, Plan, SchemaSet};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn usage() -> ExitCode {
-    eprintln!("usage: pipeline_count [--count N] [--payloads DIR] [--schema NAME]");
-    ExitCode::from(2)
+/// Runs the pure `/norm` pipeline N times over a payload directory.
+#[derive(clap::Parser)]
+struct Args {
+    /// Pipeline calls to run (over the payloads in turn).
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Directory of `*.json` payloads [default: ../shared/bench/payloads/4k].
+    #[arg(long, env = "NORMD_BENCH_PAYLOADS")]
+    payloads: Option<PathBuf>,
+    /// Schema every payload is validated against.
+    #[arg(long, default_value = "order.v1")]
+    schema: String,
 }
 
 fn main() -> ExitCode {
-    let mut count: usize = 1000;
-    let mut dir: Option<PathBuf> = std::env::var_os("NORMD_BENCH_PAYLOADS").map(PathBuf::from);
-    let mut schema_name = String::from("order.v1");
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--count", Some(v)) => match v.parse() {
-                Ok(n) => count = n,
-                Err(_) => return usage(),
-            },
-            ("--payloads", Some(v)) => dir = Some(PathBuf::from(v)),
-            ("--schema", Some(v)) => schema_name = v,
-            _ => return usage(),
-        }
-    }
+    let Args {
+        count,
+        payloads: dir,
+        schema: schema_name,
+    } = clap::Parser::parse();
     let dir = dir.unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/payloads/4k")
     });
