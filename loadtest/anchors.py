@@ -42,7 +42,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # lt/ and callgrind.py, from any working directory
+
+from lt.children import CHILDREN, exit_on_signals, pin, terminate_children  # noqa: E402
+from lt.context import wait_for_quiet_machine  # noqa: E402
+from lt.log import log  # noqa: E402
+from lt.procfs import machine_busy_ticks  # noqa: E402
+
 REPO = HERE.parent
 SHARED = Path(os.environ.get("NORMD_SHARED", REPO.parent / "shared"))
 DEFAULT_PAYLOADS = SHARED / "bench" / "payloads" / "4k"
@@ -60,61 +67,20 @@ ANCHOR_CPU, DRIVER_CPU = 0, 1
 # The goal of issue #16: normd's server CPU per call ≤ these multiples of each anchor.
 TARGETS = {"naive": 0.90, "node": 0.30}
 
-_children: list[subprocess.Popen] = []
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def kill_children() -> None:
-    """Ends every process this script started, by pid: SIGTERM first (cpu_split.py and
-    callgrind.py then stop the normd they started, in a session of its own), SIGKILL to the
-    process group (start_new_session: pgid = pid) if it is still there after 20 s."""
-    for p in _children:
-        if p.poll() is None:
-            try:
-                p.terminate()
-                p.wait(timeout=20)
-            except Exception:
-                pass
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                p.wait(timeout=10)
-            except Exception:
-                pass
-
-
-def pin(cpu: int, cmd: list[str]) -> list[str]:
-    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
-        return ["taskset", "-c", str(cpu)] + cmd
-    return cmd
-
 
 def run(cmd: list[str], timeout: float, cwd: Path | None = None) -> str:
     """Runs cmd in its own session, bounded by timeout; returns stdout, raises on failure."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
                          start_new_session=True)
-    _children.append(p)
+    CHILDREN.append(p)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        kill_children()
+        terminate_children()
         raise TimeoutError(f"{' '.join(cmd[:4])}…: no result within {timeout:.0f} s")
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: rc {p.returncode}\n{err[-3000:]}")
     return out
-
-
-def machine_ticks() -> int:
-    """Busy ticks of the whole machine so far (/proc/stat: user nice system irq softirq steal)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
 
 
 def last_json(text: str) -> dict:
@@ -147,11 +113,11 @@ def measure_normd(a, raw: Path, rnd: int) -> dict:
 
 
 def measure_loop(cmd: list[str], timeout: float) -> dict:
-    m0, t0 = machine_ticks(), time.monotonic()
+    m0, t0 = machine_busy_ticks(), time.monotonic()
     out = run(pin(ANCHOR_CPU, cmd), timeout=timeout)
     wall = time.monotonic() - t0
     r = last_json(out)
-    r["machine_busy_cores"] = (machine_ticks() - m0) / CLK_TCK / wall
+    r["machine_busy_cores"] = (machine_busy_ticks() - m0) / CLK_TCK / wall
     return r
 
 
@@ -173,8 +139,7 @@ def measure_node(a) -> dict:
 def callgrind_naive(a, raw: Path) -> dict:
     """The naive loop's instructions per call: (I(hi) − I(lo)) ÷ (hi − lo), as callgrind.py
     counts pipeline_count (its helpers: valgrind command line, dump parser, SHA-256 share)."""
-    sys.path.insert(0, str(HERE))
-    import callgrind as cg  # loadtest/callgrind.py: importing it runs nothing
+    import callgrind as cg  # loadtest/callgrind.py (HERE is on sys.path): importing it runs nothing
 
     lo_n, hi_n = a.callgrind_counts
     parsed = {}
@@ -375,17 +340,9 @@ def main() -> int:
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {DRIVER_CPU})
 
-    def on_signal(sig, _f):
-        kill_children()
-        raise SystemExit(128 + sig)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
+    exit_on_signals(terminate_children)
     if a.max_load is not None:
-        end = time.monotonic() + 600
-        while os.getloadavg()[0] >= a.max_load and time.monotonic() < end:
-            log(f"waiting for a quieter machine: load {os.getloadavg()[0]:.2f} ≥ {a.max_load}")
-            time.sleep(15)
+        wait_for_quiet_machine(a.max_load)
     raw = a.raw or Path(tempfile.mkdtemp(prefix="normd-anchors-raw-"))
     raw.mkdir(parents=True, exist_ok=True)
     rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
@@ -429,7 +386,7 @@ def main() -> int:
         if ins:
             R["instructions"] = ins
     finally:
-        kill_children()
+        terminate_children()
 
     S = {}
     for k, rows in R["rounds_data"].items():
@@ -463,4 +420,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     finally:
-        kill_children()
+        terminate_children()

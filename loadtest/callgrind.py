@@ -57,7 +57,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -68,34 +67,17 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # lt/, from any working directory (and when anchors.py imports this)
+
+from lt.children import CHILDREN, exit_on_signals, kill_children, pin, stop  # noqa: E402
+from lt.log import log  # noqa: E402
+
 REPO = HERE.parent
 SHARED = Path(os.environ.get("NORMD_SHARED", REPO.parent / "shared"))
 DEFAULT_PAYLOADS = SHARED / "bench" / "payloads" / "4k"
 URL = "/norm?schema=order.v1"
 SERVER_CPU, CLIENT_CPU = 0, 1
-
-_children: list[subprocess.Popen] = []
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def kill_children() -> None:
-    """Ends every process this script started, by pid."""
-    for p in _children:
-        if p.poll() is None:
-            try:
-                p.kill()
-                p.wait(timeout=10)
-            except Exception:
-                pass
-
-
-def pin(cpu: int, cmd: list[str]) -> list[str]:
-    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
-        return ["taskset", "-c", str(cpu)] + cmd
-    return cmd
 
 
 # ----------------------------------------------------------------------------- HTTP
@@ -397,7 +379,7 @@ def run_server(a, docs: list[bytes], raw: Path, rep: int) -> dict:
     t_start = time.monotonic()
     proc = subprocess.Popen(pin(SERVER_CPU, valgrind_cmd(base, prog, threads=True)), cwd=tmp, stdout=errf,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    _children.append(proc)
+    CHILDREN.append(proc)
     res: dict = {"rep": rep}
     try:
         res["ready_s"] = round(wait_ready(sock, proc, a.start_timeout), 1)
@@ -433,14 +415,7 @@ def run_server(a, docs: list[bytes], raw: Path, rep: int) -> dict:
         res["sha256_blocks_per_call"] = blocks / a.calls
         res["dump"] = [str(d) for d in dump]
         # Stop normd: SIGTERM, bounded wait.
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=a.stop_timeout)
-            res["exit"] = proc.returncode
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-            res["exit"] = "killed after SIGTERM timeout"
+        res["exit"] = proc.returncode if stop(proc, a.stop_timeout) else "killed after SIGTERM timeout"
         res["wall_s"] = round(time.monotonic() - t_start, 1)
         if idle is not None:
             res["idle"]["per_call_during_calls"] = round(res["idle"]["per_second"] * calls_wall / a.calls)
@@ -463,7 +438,7 @@ def run_pipeline(a, count: int, raw: Path, rep: int) -> Path:
     out = raw / f"pipeline-{rep}-{count}.callgrind.out"
     cmd = pin(SERVER_CPU, valgrind_cmd(out, [a.example, "--count", str(count), "--payloads", str(a.payloads)]))
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    _children.append(p)
+    CHILDREN.append(p)
     try:
         so, se = p.communicate(timeout=a.run_timeout)
     except subprocess.TimeoutExpired:
@@ -553,11 +528,7 @@ def main() -> int:
     raw.mkdir(parents=True, exist_ok=True)
     os.sched_setaffinity(0, {CLIENT_CPU} if (os.cpu_count() or 1) >= 2 else os.sched_getaffinity(0))
 
-    def on_signal(sig, _f):
-        kill_children()
-        raise SystemExit(128 + sig)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    exit_on_signals(kill_children)
 
     t_all = time.monotonic()
     S: dict = {"stamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

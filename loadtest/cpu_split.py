@@ -40,7 +40,6 @@ import json
 import os
 import selectors
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -50,33 +49,27 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # lt/, from any working directory
+
+from lt.children import CHILDREN, exit_on_signals, kill_children, pin, stop  # noqa: E402
+from lt.context import wait_for_quiet_machine  # noqa: E402
+from lt.httpclient import wait_unix_ready  # noqa: E402
+from lt.log import log  # noqa: E402
+from lt.procfs import machine_busy_ticks  # noqa: E402
+
 REPO = HERE.parent
 SHARED = Path(os.environ.get("NORMD_SHARED", REPO.parent / "shared"))
 DEFAULT_PAYLOADS = SHARED / "bench" / "payloads" / "4k"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU, LOADER_CPU = 0, 1
 
-_children: list[subprocess.Popen] = []
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def kill_children() -> None:
-    for p in _children:
-        if p.poll() is None:
-            try:
-                p.kill()
-                p.wait(timeout=10)
-            except Exception:
-                pass
-
 
 # ----------------------------------------------------------------------------- /proc
 
 
 def group_of(comm: str) -> str:
+    """The thread group of a normd thread name: io, worker or other."""
     if comm.startswith("normd-io"):
         return "io"
     if comm.startswith("normd-worker"):
@@ -111,14 +104,7 @@ def snapshot(pid: int) -> dict:
         s = f.read()
     fields = s[s.rindex(")") + 2:].split()
     return {"t": time.monotonic(), "threads": threads, "proc_ut": int(fields[11]), "proc_st": int(fields[12]),
-            "self": os.times(), "machine": machine_ticks()}
-
-
-def machine_ticks() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-    return busy, busy + v[3] + v[4]
+            "self": os.times(), "machine": machine_busy_ticks()}
 
 
 # ----------------------------------------------------------------------------- loader
@@ -281,53 +267,24 @@ def figures(res: dict) -> dict:
     out["loader_cpu_us_per_call"] = ((sa.user - sb.user) + (sa.system - sb.system)) * 1e6 / n
     out["loader_cores"] = ((sa.user - sb.user) + (sa.system - sb.system)) / wall
     mb, ma = b["machine"], a["machine"]
-    out["machine_busy_cores"] = (ma[0] - mb[0]) / CLK_TCK / wall
+    out["machine_busy_cores"] = (ma - mb) / CLK_TCK / wall
     return out
 
 
 def start_normd(a, tmp: Path) -> tuple[subprocess.Popen, str]:
+    """Starts `normd serve --workers 1` on core SERVER_CPU and a Unix socket in tmp; returns it once /readyz says 200."""
     sock = str(tmp / "normd.sock")
     cmd = [a.normd, "serve", "--workers", "1", "--socket", sock, "--listen", "", "--schemas", str(a.schemas),
            "--flags", "", "--drain-delay-ms", "0", "--probe-interval-ms", "3600000", "--max-queue", "64"] + a.normd_arg
-    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
-        cmd = ["taskset", "-c", str(SERVER_CPU)] + cmd
     errf = open(tmp / "normd.log", "wb")
-    p = subprocess.Popen(cmd, cwd=tmp, stdout=errf, stderr=subprocess.STDOUT, start_new_session=True)
+    p = subprocess.Popen(pin(SERVER_CPU, cmd), cwd=tmp, stdout=errf, stderr=subprocess.STDOUT, start_new_session=True)
     errf.close()
-    _children.append(p)
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 30:
-        if p.poll() is not None:
-            raise RuntimeError(f"normd exited ({p.returncode}): " + (tmp / "normd.log").read_text()[-2000:])
-        if os.path.exists(sock):
-            try:
-                s = socket.socket(socket.AF_UNIX)
-                s.settimeout(2)
-                s.connect(sock)
-                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                data = b""
-                while True:
-                    c = s.recv(65536)
-                    if not c:
-                        break
-                    data += c
-                s.close()
-                if data.startswith(b"HTTP/1.1 200"):
-                    return p, sock
-            except OSError:
-                pass
-        time.sleep(0.02)
+    CHILDREN.append(p)
+    if wait_unix_ready(p, sock, 30, 0.02, probe_timeout=2):
+        return p, sock
+    if p.poll() is not None:
+        raise RuntimeError(f"normd exited ({p.returncode}): " + (tmp / "normd.log").read_text()[-2000:])
     raise TimeoutError("normd not ready within 30 s")
-
-
-def stop_normd(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
 
 
 def md(R: dict) -> str:
@@ -423,17 +380,9 @@ def main() -> int:
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {LOADER_CPU})
 
-    def on_signal(sig, _f):
-        kill_children()
-        raise SystemExit(128 + sig)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
+    exit_on_signals(kill_children)
     if a.max_load is not None:
-        end = time.monotonic() + 600
-        while os.getloadavg()[0] >= a.max_load and time.monotonic() < end:
-            log(f"waiting for a quieter machine: load {os.getloadavg()[0]:.2f} ≥ {a.max_load}")
-            time.sleep(15)
+        wait_for_quiet_machine(a.max_load)
     R = {"stamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "normd": a.normd,
          "normd_shown": os.path.relpath(a.normd, REPO) if a.normd.startswith(str(REPO)) else a.normd,
          "url": a.url, "documents": len(docs), "mean_bytes": round(sum(map(len, docs)) / len(docs)),
@@ -446,7 +395,7 @@ def main() -> int:
                 p, sock = start_normd(a, tmp)
                 log(f"run {i + 1}/{a.repeat}: {a.conns} connections, {a.warmup}+{a.duration} s")
                 res = load(sock, reqs, a.conns, a.warmup, a.duration, a.max_calls, p.pid)
-                stop_normd(p)
+                stop(p)
                 f = figures(res)
                 R["runs"].append(f)
                 log(f"  {f['rps']:,.0f} req/s, normd {f['oncpu_us_per_call']:.1f} µs on-CPU/call "

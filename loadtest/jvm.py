@@ -37,16 +37,22 @@ import pathlib
 import random
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # lt/, from any working directory
+
+from lt import httpclient  # noqa: E402
+from lt.children import CHILDREN  # noqa: E402
+from lt.children import stop as stop_child  # noqa: E402
+from lt.httpclient import wait_unix_ready  # noqa: E402
+from lt.procfs import RssSampler, cpu_ticks, machine_busy_ticks, proc_status  # noqa: E402
+
 REPO = HERE.parent
 APP_DIR = HERE / "app-jvm"
 CONFIG = HERE / "normd-bench.toml"
@@ -60,87 +66,24 @@ def shared_dir() -> pathlib.Path:
 
 
 TICK = os.sysconf("SC_CLK_TCK")
-_children: list[subprocess.Popen] = []
 
 
 def pinned(cpu: str | None, cmd: list[str]) -> list[str]:
+    """cmd under `taskset -c cpu` when cpu is given and taskset is installed."""
     return (["taskset", "-c", cpu] + cmd) if cpu is not None and shutil.which("taskset") else cmd
 
 
-def cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def machine_busy_ticks() -> int:
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-
-
-def proc_mem(pid: int) -> dict:
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    k, v = line.split(":")
-                    out[k] = int(v.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
-class RssSampler(threading.Thread):
-    """VmRSS of some pids every `period` s (bounded by the window it runs in)."""
-
-    def __init__(self, pids: dict, period: float = 1.0):
-        super().__init__(daemon=True)
-        self.pids, self.period = pids, period
-        self.samples = {k: [] for k in pids}
-        self._halt = threading.Event()
-
-    def run(self):
-        while not self._halt.is_set():
-            for k, pid in self.pids.items():
-                r = proc_mem(pid).get("VmRSS")
-                if r:
-                    self.samples[k].append(r)
-            self._halt.wait(self.period)
-
-    def stop(self):
-        self._halt.set()
-        self.join(5)
+def rss_samples(sampler: RssSampler, key: str) -> list[int]:
+    """The non-zero VmRSS samples (bytes) an RssSampler took of one of its pids."""
+    return [row[key] for _, row in sampler.timeline if row.get(key)]
 
 
 # ----------------------------------------------------------------------------- HTTP helpers
 
 
 def http(port: int, method: str, path: str, body: bytes = b"", timeout: float = 5.0) -> tuple[int, bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
-                  f"Connection: close\r\n\r\n".encode() + body)
-        chunks = []
-        while True:
-            c = s.recv(65536)
-            if not c:
-                break
-            chunks.append(c)
-    raw = b"".join(chunks)
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), rest
-
-
-def unix_status(path: str, target: str) -> int:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(1.0)
-    try:
-        s.connect(path)
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: normd\r\nConnection: close\r\n\r\n".encode())
-        return int(s.recv(64).split(b" ", 2)[1])
-    finally:
-        s.close()
+    """One HTTP/1.1 request (Connection: close) to the app on 127.0.0.1:port; returns (status, body)."""
+    return httpclient.http(("tcp", port), method, path, body, timeout)
 
 
 # ----------------------------------------------------------------------------- load generator
@@ -403,17 +346,9 @@ def start_normd(ctx, tag: str) -> tuple[subprocess.Popen, str]:
             "--listen", "", "--workers", "1", "--memory-limit", "256Mi", "--drain-delay-ms", "0",
             "--shutdown-timeout-ms", "3000"]
     p = subprocess.Popen(pinned(ctx.normd_cpu, args), stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
-    _children.append(p)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            if unix_status(sock, "/readyz") == 200:
-                return p, sock
-        except (OSError, ValueError, IndexError):
-            pass
-        if p.poll() is not None:
-            break
-        time.sleep(0.02)
+    CHILDREN.append(p)
+    if wait_unix_ready(p, sock, 15, 0.02):
+        return p, sock
     raise RuntimeError(f"normd did not get ready (see {ctx.tmp / (tag + '.normd.log')})")
 
 
@@ -426,7 +361,7 @@ def start_app(ctx, tag: str, rollout: int, sock: str) -> tuple[subprocess.Popen,
            "-cp", ctx.classpath, "dev.normd.demo.App"]
     err = open(ctx.tmp / f"{tag}.app.stderr.log", "wb")
     p = subprocess.Popen(pinned(ctx.app_cpu, cmd), env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
-    _children.append(p)
+    CHILDREN.append(p)
     line = b""
     t_end = time.monotonic() + 30
     # the first line is {"msg":"listening","port":N,...}; readline is bounded by the app's exit
@@ -443,15 +378,8 @@ def start_app(ctx, tag: str, rollout: int, sock: str) -> tuple[subprocess.Popen,
 
 
 def stop(p: subprocess.Popen, timeout: float = 10):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-    if p in _children:
-        _children.remove(p)
+    """SIGTERM, up to `timeout` s, then SIGKILL (up to 5 s); p leaves the list of children."""
+    stop_child(p, timeout, kill_wait=5)
 
 
 def check_answer(body: bytes) -> bool:
@@ -497,14 +425,12 @@ def one_run(ctx, wl: dict, rollout: int, rep: int) -> dict:
         http(port, "POST", "/stats/reset")
         t_from = json.loads(http(port, "GET", "/stats")[1])["uptime_ms"] / 1000.0
         c_app0, c_normd0, busy0, w0 = cpu_ticks(app.pid), cpu_ticks(normd.pid), machine_busy_ticks(), time.monotonic()
-        sampler = RssSampler({"app": app.pid, "normd": normd.pid})
-        sampler.start()
-        res = load(port, wl["bodies"], wl["rate"], wl["duration"], tag, check_answer)
-        sampler.stop()
+        with RssSampler({"app": app.pid, "normd": normd.pid}, period=1.0) as sampler:
+            res = load(port, wl["bodies"], wl["rate"], wl["duration"], tag, check_answer)
         c_app1, c_normd1, busy1, w1 = cpu_ticks(app.pid), cpu_ticks(normd.pid), machine_busy_ticks(), time.monotonic()
         stats = json.loads(http(port, "GET", "/stats")[1])
         t_to = stats["uptime_ms"] / 1000.0
-        mem_app, mem_normd = proc_mem(app.pid), proc_mem(normd.pid)
+        mem_app, mem_normd = proc_status(app.pid), proc_status(normd.pid)
     finally:
         if app is not None:
             stop(app)
@@ -513,8 +439,8 @@ def one_run(ctx, wl: dict, rollout: int, rep: int) -> dict:
     served = stats["latency"]["count"]
     app_cpu_s = (c_app1 - c_app0) / TICK
     normd_cpu_s = (c_normd1 - c_normd0) / TICK
-    rss_app = sampler.samples["app"] or [mem_app.get("VmRSS", 0)]
-    rss_normd = sampler.samples["normd"] or [mem_normd.get("VmRSS", 0)]
+    rss_app = rss_samples(sampler, "app") or [mem_app.get("VmRSS", 0)]
+    rss_normd = rss_samples(sampler, "normd") or [mem_normd.get("VmRSS", 0)]
     run = {
         "tag": tag, "set": wl["name"], "rollout": rollout, "rate": wl["rate"], "duration_s": wl["duration"],
         "warmup_s": wl["warmup"], "warmup_errors": warm["errors"], "warmup_statuses": warm["statuses"],
@@ -887,7 +813,7 @@ def main() -> int:
                     (out / "raw" / f"{r['tag']}.json").write_text(json.dumps(raw, indent=1, default=str))
                     (out / "raw" / f"{r['tag']}-gc-pauses.json").write_text(json.dumps(r["gc"]["pauses"]))
     finally:
-        for p in list(_children):
+        for p in list(CHILDREN):
             stop(p, 5)
     plots = [] if args.smoke else plot(runs, out, [w["name"] for w in ctx.workloads])
     summary = {"meta": {"command": ctx.command, "normd": ctx.normd_label, "heap": ctx.heap, "cache_mb": ctx.cache_mb,

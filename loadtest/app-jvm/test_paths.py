@@ -24,13 +24,16 @@ import http.client
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = pathlib.Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))  # loadtest/lt/, from any working directory
+
+from lt.httpclient import wait_unix_ready  # noqa: E402
+
 REPO = HERE.parent.parent
 SHARED = pathlib.Path(os.environ.get("NORMD_SHARED", REPO.parent / "shared"))
 if not (SHARED / "bench").is_dir() and pathlib.Path("/work/shared/bench").is_dir():
@@ -38,35 +41,16 @@ if not (SHARED / "bench").is_dir() and pathlib.Path("/work/shared/bench").is_dir
 PAYLOADS = SHARED / "bench" / "payloads"
 
 
-def unix_get(path: str, target: str, timeout: float = 2.0) -> int:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: normd\r\nConnection: close\r\n\r\n".encode())
-        data = s.recv(64)
-        return int(data.split(b" ", 2)[1])
-    finally:
-        s.close()
-
-
 def start_normd(normd: str, tmp: pathlib.Path) -> tuple[subprocess.Popen, str]:
+    """Starts normd on a Unix socket in tmp (bench config); returns it once /readyz says 200, else exits."""
     sock = str(tmp / "normd.sock")
     log = open(tmp / "normd.log", "wb")
     p = subprocess.Popen([normd, "serve", "--config", str(REPO / "loadtest" / "normd-bench.toml"),
                           "--schemas", str(REPO / "schemas"), "--socket", sock, "--listen", "",
                           "--workers", "1", "--drain-delay-ms", "0", "--probe-interval-ms", "3600000"],
                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if unix_get(sock, "/readyz") == 200:
-                return p, sock
-        except (OSError, ValueError, IndexError):
-            pass
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
+    if wait_unix_ready(p, sock, 20, 0.05, probe_timeout=2.0):
+        return p, sock
     p.kill()
     sys.exit(f"normd did not get ready; see {tmp / 'normd.log'}")
 

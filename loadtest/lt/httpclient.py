@@ -1,9 +1,11 @@
 """A one-request HTTP/1.1 client for a Unix socket or loopback TCP (readiness probes,
-/metrics, the demo app's /stats), and a free loopback port."""
+/metrics, the demo app's /stats), a readiness wait on a Unix socket, and a free loopback port."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 
 
 def free_port() -> int:
@@ -50,3 +52,32 @@ def http(target, method: str, path: str, body: bytes = b"", timeout: float = 2.0
             out, buf = out + buf[:n], buf[n + 2:]
         rest = out
     return status, rest
+
+
+def unix_status(path: str, target: str, timeout: float = 1.0) -> int:
+    """The status code of one GET (Connection: close) on a Unix socket, from the answer's first bytes."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: normd\r\nConnection: close\r\n\r\n".encode())
+        return int(s.recv(64).split(b" ", 2)[1])
+    finally:
+        s.close()
+
+
+def wait_unix_ready(proc: subprocess.Popen, path: str, timeout: float, interval: float,
+                    target: str = "/readyz", probe_timeout: float = 1.0) -> bool:
+    """Polls GET `target` on the Unix socket every `interval` s until it answers 200 (True);
+    False once `proc` has exited or `timeout` s have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if unix_status(path, target, probe_timeout) == 200:
+                return True
+        except (OSError, ValueError, IndexError):
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(interval)
+    return False

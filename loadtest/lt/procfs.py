@@ -39,6 +39,7 @@ def cpu_ticks(pid: int) -> int:
 
 
 def machine_busy_ticks() -> int:
+    """Busy ticks of the whole machine so far (/proc/stat: user nice system irq softirq steal)."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     # user nice system idle iowait irq softirq steal
