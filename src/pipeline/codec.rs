@@ -7,14 +7,14 @@
 //! and never compresses in one uninterruptible call: work is fed in chunks and the
 //! caller's [`Stop`] is asked between them, so abandoned work stops.
 //!
-//! Compressor state is kept per worker thread and reset between payloads. Measured on the
-//! shared 1–4 KB workload, building a fresh deflate or zstd context costs as much as the
-//! compression itself; resetting one is nearly free.
+//! Compressor state is kept per worker thread and reset between payloads: for documents of
+//! a few KB, building a fresh deflate or zstd context costs as much as the compression
+//! itself, while resetting one is nearly free.
 
 use std::cell::RefCell;
 use std::io::Read;
 
-use flate2::{Compress, Compression, FlushCompress, Status};
+use zlib_rs::{Deflate, DeflateConfig, DeflateFlush};
 
 use super::Stop;
 
@@ -93,9 +93,32 @@ pub fn compress(
 
 thread_local! {
     /// One deflate context per worker thread and level in use; see the module doc.
-    static GZIP: RefCell<Vec<(i32, Compress)>> = const { RefCell::new(Vec::new()) };
+    static GZIP: RefCell<Vec<(i32, Deflate)>> = const { RefCell::new(Vec::new()) };
     static ZSTD: RefCell<Option<zstd::zstd_safe::CCtx<'static>>> = const { RefCell::new(None) };
 }
+
+/// The deflate settings of one gzip level: a 32 KiB window (15, as gzip(1) writes it) and
+/// the gzip wrapper (+16).
+///
+/// memLevel sizes zlib-rs's symbol and pending buffers (7 × 2^(memLevel+6) bytes), and
+/// every reset zeroes the symbol buffer. Level 1 (deflate_quick) writes fixed-Huffman
+/// blocks straight out and never stores symbols, so it gets small buffers: its bytes are
+/// those of memLevel 8 for every input fed in one piece (up to [`CHUNK`], a test pins
+/// that); past it a block may end elsewhere (still the same bytes for the same input).
+/// Other levels keep zlib's default, 8: there the symbol buffer bounds a block, and
+/// smaller blocks compress worse.
+fn gzip_config(level: i32) -> DeflateConfig {
+    let level = level.clamp(0, 9);
+    DeflateConfig {
+        level,
+        window_bits: 15 + 16,
+        mem_level: if level == 1 { GZIP_QUICK_MEM_LEVEL } else { 8 },
+        ..DeflateConfig::default()
+    }
+}
+
+/// memLevel of level 1: a 3 KiB symbol buffer (unused) and a 4 KiB pending buffer.
+const GZIP_QUICK_MEM_LEVEL: i32 = 4;
 
 fn gzip(level: i32, input: &[u8], stop: &dyn Stop) -> Result<Vec<u8>, Stopped> {
     GZIP.with(|cell| {
@@ -103,9 +126,7 @@ fn gzip(level: i32, input: &[u8], stop: &dyn Stop) -> Result<Vec<u8>, Stopped> {
         let idx = match pool.iter().position(|(l, _)| *l == level) {
             Some(i) => i,
             None => {
-                // 15 = the full 32 KiB window, as gzip(1) writes it.
-                let c = Compress::new_gzip(Compression::new(level.clamp(0, 9) as u32), 15);
-                pool.push((level, c));
+                pool.push((level, Deflate::new_with_config(gzip_config(level))));
                 pool.len() - 1
             }
         };
@@ -122,7 +143,7 @@ fn gzip(level: i32, input: &[u8], stop: &dyn Stop) -> Result<Vec<u8>, Stopped> {
 }
 
 fn deflate_into(
-    c: &mut Compress,
+    c: &mut Deflate,
     input: &[u8],
     out: &mut Vec<u8>,
     stop: &dyn Stop,
@@ -137,9 +158,9 @@ fn deflate_into(
         }
         let last = chunks.peek().is_none();
         let flush = if last {
-            FlushCompress::Finish
+            DeflateFlush::Finish
         } else {
-            FlushCompress::None
+            DeflateFlush::NoFlush
         };
         let mut consumed = 0usize;
         loop {
@@ -147,12 +168,10 @@ fn deflate_into(
                 out.reserve(out.capacity().max(4096));
             }
             let before_in = c.total_in();
-            let status = c
-                .compress_vec(&chunk[consumed..], out, flush)
-                .map_err(|_| Stopped)?;
+            let status = deflate_step(c, chunk.get(consumed..).unwrap_or_default(), out, flush)?;
             consumed += (c.total_in() - before_in) as usize;
             match status {
-                Status::StreamEnd => return Ok(()),
+                zlib_rs::Status::StreamEnd => return Ok(()),
                 _ if !last && consumed == chunk.len() => break,
                 _ => continue,
             }
@@ -161,13 +180,29 @@ fn deflate_into(
     Ok(())
 }
 
-fn finish_deflate(c: &mut Compress, out: &mut Vec<u8>) -> Result<(), Stopped> {
+/// One `deflate` call into `out`'s spare capacity. The spare part is zeroed first (the
+/// safe API takes an initialized slice; a few KB, next to the compression itself) and
+/// cut back to what was written.
+fn deflate_step(
+    c: &mut Deflate,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    flush: DeflateFlush,
+) -> Result<zlib_rs::Status, Stopped> {
+    let filled = out.len();
+    out.resize(out.capacity(), 0);
+    let before_out = c.total_out();
+    let status = c.compress(input, out.get_mut(filled..).unwrap_or_default(), flush);
+    let written = (c.total_out() - before_out) as usize;
+    out.truncate(filled + written);
+    status.map_err(|_| Stopped)
+}
+
+fn finish_deflate(c: &mut Deflate, out: &mut Vec<u8>) -> Result<(), Stopped> {
     loop {
         out.reserve(64);
-        match c.compress_vec(&[], out, FlushCompress::Finish) {
-            Ok(Status::StreamEnd) => return Ok(()),
-            Ok(_) => continue,
-            Err(_) => return Err(Stopped),
+        if deflate_step(c, &[], out, DeflateFlush::Finish)? == zlib_rs::Status::StreamEnd {
+            return Ok(());
         }
     }
 }
@@ -180,9 +215,9 @@ fn brotli_compress(level: i32, input: &[u8], stop: &dyn Stop) -> Result<Vec<u8>,
         // A window no larger than the payload keeps the encoder's allocation small for
         // the few-KB documents normd sees; 10 is brotli's minimum, 22 its default. But
         // at qualities 5-8 brotli-rs has no small-window hashers and falls back, for a
-        // window of 2^16 or less, to one with a 32 MiB table: a 4 KB document then cost
-        // 33 MB and 3.8 ms at quality 5, against 1.2 MB and 0.65 ms with 2^17
-        // (measured; the stream is as valid, within 1-4 % of the size).
+        // window of 2^16 or less, to one with a 32 MiB table, which for a small document
+        // costs some 30 times the memory and several times the time of a 2^17 window (the
+        // stream is as valid, and about as small).
         lgwin: window_log(input.len()).clamp(brotli_min_window_log(quality), 22) as i32,
         // 64 KiB input blocks (brotli's minimum): the encoder works a block at a time,
         // so this bounds the work between two stop checks even at quality 11.
@@ -218,7 +253,8 @@ pub fn compress_memory(encoding: Encoding, level: i32, n: usize) -> usize {
     match encoding {
         Encoding::Identity => n,
         // The output starts at n/2 and may double twice on incompressible bytes: 3n.
-        // zlib-rs's own state (~372 KiB per level used) stays with the worker thread.
+        // zlib-rs's own state (~270 KiB at level 1, ~372 KiB at others) stays with the
+        // worker thread.
         Encoding::Gzip => 3 * n + 16 * K,
         Encoding::Br => {
             let quality = level.clamp(0, 11);
@@ -766,6 +802,71 @@ mod tests {
         }
     }
 
+    /// The same stream through flate2's zlib-rs gzip stream, which is zlib-rs at zlib's
+    /// default memLevel (8), fed as [`deflate_into`] feeds it: where the final block
+    /// starts depends on where `Finish` is first passed.
+    fn flate2_gzip(level: u32, data: &[u8]) -> Vec<u8> {
+        use flate2::{Compress, Compression, FlushCompress, Status};
+        let mut c = Compress::new_gzip(Compression::new(level), 15);
+        // Fixed-Huffman blocks grow incompressible bytes by up to 1/8.
+        let mut out = Vec::with_capacity(2 * data.len() + 1024);
+        let chunks: Vec<&[u8]> = data.chunks(CHUNK).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let flush = if i + 1 == chunks.len() {
+                FlushCompress::Finish
+            } else {
+                FlushCompress::None
+            };
+            let before = c.total_in();
+            let status = c.compress_vec(chunk, &mut out, flush).unwrap();
+            assert_eq!((c.total_in() - before) as usize, chunk.len());
+            if flush == FlushCompress::Finish {
+                assert_eq!(status, Status::StreamEnd);
+            }
+        }
+        if data.is_empty() {
+            let status = c
+                .compress_vec(&[], &mut out, FlushCompress::Finish)
+                .unwrap();
+            assert_eq!(status, Status::StreamEnd);
+        }
+        out
+    }
+
+    #[test]
+    fn gzip_level_1_bytes_do_not_depend_on_its_smaller_buffers() {
+        let mut noise = Vec::with_capacity(200_000);
+        let mut x: u32 = 11;
+        while noise.len() < 200_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            noise.push(if x & 0x100 == 0 {
+                b'a' + (x >> 27) as u8
+            } else {
+                (x >> 16) as u8
+            });
+        }
+        let json = sample(200_000);
+        for data in [&json[..], &noise[..]] {
+            for len in (0..=CHUNK).step_by(331).chain([CHUNK]) {
+                for level in [1, 6] {
+                    let ours = compress(Encoding::Gzip, level, &data[..len], &NeverStop).unwrap();
+                    assert!(
+                        ours == flate2_gzip(level as u32, &data[..len]),
+                        "level {level}, {len} bytes"
+                    );
+                }
+            }
+            // Longer inputs: the same bytes every time, whatever came before on the thread.
+            for len in [CHUNK + 1, 40_000, 200_000] {
+                let once = compress(Encoding::Gzip, 1, &data[..len], &NeverStop).unwrap();
+                compress(Encoding::Gzip, 1, &data[..1000], &NeverStop).unwrap();
+                let again = compress(Encoding::Gzip, 1, &data[..len], &NeverStop).unwrap();
+                assert!(once == again, "{len} bytes");
+                assert_eq!(roundtrip(Encoding::Gzip, 1, &data[..len]), &data[..len]);
+            }
+        }
+    }
+
     #[test]
     fn reused_contexts_do_not_leak_state_between_payloads() {
         let a = compress(Encoding::Gzip, 1, b"first payload", &NeverStop).unwrap();
@@ -795,7 +896,7 @@ mod tests {
     #[test]
     fn decoding_a_bomb_stops_at_the_cap() {
         let zeros = vec![0u8; 4 << 20];
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::best());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&zeros).unwrap();
         let bomb = gz.finish().unwrap();
         assert!(bomb.len() < 10_000);
@@ -834,7 +935,7 @@ mod tests {
             let err =
                 decode_keeping(ce, &bomb, limit, DECODE_KEEP, &NeverStop, &mut peak).unwrap_err();
             assert_eq!(err, DecodeError::TooLarge { limit }, "{ce:?}");
-            // Before: the output buffer grew by doubling to the whole cap (8 MiB).
+            // The output buffer must not grow by doubling to the whole cap (8 MiB).
             assert!(peak <= DECODE_KEEP + DECODE_SLICE, "{ce:?}: peak {peak}");
             // A smaller threshold is honoured just as exactly.
             let mut peak = 0;
