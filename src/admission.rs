@@ -683,7 +683,9 @@ mod tests {
         let adm = Admission::start(1, 4, 1 << 20);
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let (seen_tx, seen_rx) = std::sync::mpsc::channel::<bool>();
-        let deadline = Instant::now() + Duration::from_millis(30);
+        // Long enough that the idle worker starts the job before it passes, even on a
+        // loaded machine (a job whose deadline passes in the queue is skipped unstarted).
+        let deadline = Instant::now() + Duration::from_millis(1000);
         let slot = adm.reserve(deadline, false).unwrap();
         // The work blocks until released, so only the deadline can end the call.
         let r = adm
