@@ -59,10 +59,10 @@ impl Unread {
     /// rest stays here, so dropping `self` discards it (see [`Drop`]); the connection is
     /// then marked to close.
     pub(super) async fn read_capped(&mut self) -> Result<Bytes, BodyError> {
-        self.closing = true; // until the body is read whole
         let Some(body) = self.body.as_mut() else {
             return Ok(Bytes::new());
         };
+        self.closing = true; // until the body is read whole
         let (mut first, mut rest): (Option<Bytes>, Vec<u8>) = (None, Vec::new());
         let mut total = 0usize;
         while let Some(frame) = body.frame().await {
