@@ -88,11 +88,13 @@ async fn serve(state: &AppState, work: Work, req: Request) -> Result<Response, F
         return Err(body.refuse(Refusal::DeadlineExceeded.into()));
     }
 
-    let slot = (state.admission.reserve(deadline, probe)).map_err(|r| body.refuse(r.into()))?;
-    let permit = (state
-        .admission
-        .reserve_bytes(declared.unwrap_or(cfg.max_body_bytes)))
-    .map_err(|r| body.refuse(r.into()))?;
+    let admission = &state.admission;
+    let slot = admission
+        .reserve(deadline, probe)
+        .map_err(|r| body.refuse(r.into()))?;
+    let permit = admission
+        .reserve_bytes(declared.unwrap_or(cfg.max_body_bytes))
+        .map_err(|r| body.refuse(r.into()))?;
 
     // Read the body under both the size cap and the deadline (and answer, rather than be
     // cut, if the shutdown timeout comes first). One cutoff serves the read and the work.
@@ -132,9 +134,7 @@ async fn serve(state: &AppState, work: Work, req: Request) -> Result<Response, F
         max_decoded: cfg.max_decoded_bytes,
         panic: cfg.debug_panic && h.contains_key(headers::DEBUG_PANIC),
     };
-    let run = state
-        .admission
-        .run(slot, deadline, move |budget| job.run(budget, permit));
+    let run = admission.run(slot, deadline, move |budget| job.run(budget, permit));
     // Dropping `run` at the cutoff takes a queued job back, or tells a running one to
     // stop at its next checkpoint.
     let outcome = tokio::select! {
