@@ -31,6 +31,9 @@
 
 #![deny(unsafe_code)]
 
+#[path = "support/payloads.rs"]
+mod payloads;
+
 use std::hint::black_box;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -175,9 +178,9 @@ struct Args {
     /// Calls before the measured ones [default: one pass over the payloads].
     #[arg(long)]
     warmup: Option<usize>,
-    /// Directory of `*.json` payloads.
+    /// Directory of `*.json` payloads [default: ../shared/bench/payloads/4k].
     #[arg(long)]
-    payloads: PathBuf,
+    payloads: Option<PathBuf>,
     /// Directory of JSON Schemas (the repository's schemas/).
     #[arg(long)]
     schemas: PathBuf,
@@ -194,6 +197,7 @@ fn main() -> ExitCode {
         schemas,
         schema: schema_name,
     } = clap::Parser::parse();
+    let dir = dir.unwrap_or_else(payloads::default_dir);
     match run(&dir, &schemas, &schema_name, count, warmup) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -210,19 +214,7 @@ fn run(
     count: usize,
     warmup: Option<usize>,
 ) -> Result<(), String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    let docs = files
-        .iter()
-        .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
-        .collect::<Result<Vec<Vec<u8>>, String>>()?;
-    if docs.is_empty() {
-        return Err(format!("no *.json payloads in {}", dir.display()));
-    }
+    let docs = payloads::load(dir)?;
     let validator = compile(schemas, schema_name)?;
     let tick = clock_tick();
 
@@ -230,7 +222,7 @@ fn run(
     let call = |i: usize| -> Result<(u64, u64), String> {
         let k = i % docs.len();
         let (body, digest) = job(black_box(&docs[k]), &validator)
-            .map_err(|e| format!("{}: {e}", files[k].display()))?;
+            .map_err(|e| format!("payload {k} (in name order) of {}: {e}", dir.display()))?;
         let body = black_box(body);
         let mut d = [0u8; 8];
         d.copy_from_slice(&digest[..8]);

@@ -17,6 +17,9 @@
 //! Uses only what `benches/pipeline.rs` uses of the library. Prints the calls, the
 //! payload count and a checksum of every output (so nothing is optimized away).
 
+#[path = "support/payloads.rs"]
+mod payloads;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,34 +51,14 @@ fn main() -> ExitCode {
         payloads: dir,
         schema: schema_name,
     } = clap::Parser::parse();
-    let dir = dir.unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/payloads/4k")
-    });
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect(),
+    let dir = dir.unwrap_or_else(payloads::default_dir);
+    let docs = match payloads::load(&dir) {
+        Ok(docs) => docs,
         Err(e) => {
-            eprintln!("pipeline_count: {}: {e}", dir.display());
+            eprintln!("pipeline_count: {e}");
             return ExitCode::FAILURE;
         }
     };
-    files.sort();
-    let mut docs: Vec<Vec<u8>> = Vec::with_capacity(files.len());
-    for p in &files {
-        match std::fs::read(p) {
-            Ok(d) => docs.push(d),
-            Err(e) => {
-                eprintln!("pipeline_count: {}: {e}", p.display());
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    if docs.is_empty() {
-        eprintln!("pipeline_count: no *.json payloads in {}", dir.display());
-        return ExitCode::FAILURE;
-    }
 
     // The schemas compiled into the library (the repository's schemas/, the same files
     // `normd serve --schemas schemas` loads), as in benches/pipeline.rs.
@@ -111,8 +94,9 @@ fn main() -> ExitCode {
             Ok(out) => out,
             Err(e) => {
                 eprintln!(
-                    "pipeline_count: {} failed: {e:?}",
-                    files[i % docs.len()].display()
+                    "pipeline_count: payload {} (in name order) of {} failed: {e:?}",
+                    i % docs.len(),
+                    dir.display()
                 );
                 return ExitCode::FAILURE;
             }

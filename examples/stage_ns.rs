@@ -10,6 +10,9 @@
 //! Each stage runs over the whole payload set `--rounds` times (7); the figure is the
 //! fastest round's mean per document, the least disturbed by other work on the machine.
 
+#[path = "support/payloads.rs"]
+mod payloads;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,25 +61,14 @@ fn main() -> ExitCode {
         rounds,
         passes,
     } = clap::Parser::parse();
-    let dir = payloads.unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/payloads/4k")
-    });
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect(),
+    let dir = payloads.unwrap_or_else(payloads::default_dir);
+    let docs = match payloads::load(&dir) {
+        Ok(docs) => docs,
         Err(e) => {
-            eprintln!("stage_ns: {}: {e}", dir.display());
+            eprintln!("stage_ns: {e}");
             return ExitCode::FAILURE;
         }
     };
-    files.sort();
-    let docs: Vec<Vec<u8>> = files.iter().filter_map(|p| std::fs::read(p).ok()).collect();
-    if docs.is_empty() {
-        eprintln!("stage_ns: no *.json payloads in {}", dir.display());
-        return ExitCode::FAILURE;
-    }
     let Ok(schemas) = SchemaSet::embedded() else {
         eprintln!("stage_ns: embedded schemas do not compile");
         return ExitCode::FAILURE;
