@@ -21,22 +21,6 @@ public final class ClientTest implements Suite {
     private static final byte[] BODY = "{\"b\":2,\"a\":1}".getBytes(StandardCharsets.UTF_8);
     private static final byte[] INAPP = "in-app".getBytes(StandardCharsets.UTF_8);
 
-    /** A test body with a fake normd on a temp socket, both closed whatever happens. */
-    @FunctionalInterface
-    interface WithFake {
-        void run(FakeNormd fake) throws Exception;
-    }
-
-    private static Registry.Body withFake(WithFake body) {
-        return () -> {
-            Path dir = TestPaths.tempDir();
-            try (FakeNormd fake = FakeNormd.unix(dir)) {
-                body.run(fake);
-            } finally {
-                TestPaths.deleteTree(dir);
-            }
-        };
-    }
 
     /** A client on the fake's socket, routing 100 % without GET /flags, answering "in-app" in-app. */
     static NormdClient.Builder builder(FakeNormd fake) {
@@ -61,7 +45,7 @@ public final class ClientTest implements Suite {
 
     @Override
     public void register(Registry t) {
-        t.test("200: bytes and metadata back; deadline, selection, request id and headers sent", withFake(fake -> {
+        t.test("200: bytes and metadata back; deadline, selection, request id and headers sent", FakeNormd.onTempSocket(fake -> {
             // A long slack: the first call of the JVM loads the client's classes on a busy machine.
             try (NormdClient c = builder(fake).profile("orders").encoding("gzip").timeoutSlack(Duration.ofSeconds(5)).build()) {
                 Result r = c.norm(BODY, CallOptions.key("k").withSchema("order.v1").withLevel(5)
@@ -89,7 +73,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("deadline: the default is 20 ms, sub-millisecond budgets send 1", withFake(fake -> {
+        t.test("deadline: the default is 20 ms, sub-millisecond budgets send 1", FakeNormd.onTempSocket(fake -> {
             try (NormdClient c = builder(fake).timeoutSlack(Duration.ofSeconds(5)).build()) {
                 c.norm(BODY, CallOptions.none().withDeadline(Duration.ofNanos(10)));
                 Check.eq("1", fake.requests("/norm").get(0).header("x-deadline-ms"), "at least 1");
@@ -101,7 +85,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("keep-alive: sequential calls share one connection", withFake(fake -> {
+        t.test("keep-alive: sequential calls share one connection", FakeNormd.onTempSocket(fake -> {
             try (NormdClient c = builder(fake).build()) {
                 for (int i = 0; i < 20; i++) Check.that(c.norm(BODY).fromNormd(), "call " + i);
                 Check.eq(1, fake.connections(), "connections");
@@ -127,7 +111,7 @@ public final class ClientTest implements Suite {
             String code = (String) row[1];
             Reason reason = (Reason) row[2];
             boolean healthy = (Boolean) row[3];
-            t.test(status + " " + code + " falls back as " + reason + (healthy ? " (breaker: success)" : " (breaker: failure)"), withFake(fake -> {
+            t.test(status + " " + code + " falls back as " + reason + (healthy ? " (breaker: success)" : " (breaker: failure)"), FakeNormd.onTempSocket(fake -> {
                 fake.handler = (req, out) -> FakeNormd.problem(out, status, code);
                 AtomicReference<FallbackContext> ctx = new AtomicReference<>();
                 try (NormdClient c = builder(fake).failureThreshold(1).fallback((body, fc) -> {
@@ -148,14 +132,14 @@ public final class ClientTest implements Suite {
             }));
         }
 
-        t.test("a non-200 without a problem body still maps by status", withFake(fake -> {
+        t.test("a non-200 without a problem body still maps by status", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> out.write("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nbad");
             try (NormdClient c = builder(fake).build()) {
                 checkInApp(c.norm(BODY), Reason.SERVER_ERROR);
             }
         }));
 
-        t.test("a 200 without X-Normd-Digest breaks the contract: server_error", withFake(fake -> {
+        t.test("a 200 without X-Normd-Digest breaks the contract: server_error", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> out.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
             try (NormdClient c = builder(fake).failureThreshold(1).build()) {
                 checkInApp(c.norm(BODY), Reason.SERVER_ERROR);
@@ -165,7 +149,7 @@ public final class ClientTest implements Suite {
 
         for (int[] sc : new int[][] {{400}, {404}, {405}, {413}, {415}, {422}}) {
             int status = sc[0];
-            t.test(status + " is thrown as NormdException, never a fallback", withFake(fake -> {
+            t.test(status + " is thrown as NormdException, never a fallback", FakeNormd.onTempSocket(fake -> {
                 String code = status == 422 ? "schema_violation" : "code_" + status;
                 fake.handler = status == 422
                         ? (req, out) -> {
@@ -196,7 +180,7 @@ public final class ClientTest implements Suite {
             }));
         }
 
-        t.test("connection: closed with no answer (fresh connection, no retry)", withFake(fake -> {
+        t.test("connection: closed with no answer (fresh connection, no retry)", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> out.close();
             try (NormdClient c = builder(fake).build()) {
                 checkInApp(c.norm(BODY), Reason.CONNECTION);
@@ -227,7 +211,7 @@ public final class ClientTest implements Suite {
             }
         });
 
-        t.test("timeout: a stalled normd costs the deadline, then falls back and hangs up", withFake(fake -> {
+        t.test("timeout: a stalled normd costs the deadline, then falls back and hangs up", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> FakeNormd.hang(out);
             try (NormdClient c = builder(fake).timeoutSlack(Duration.ofMillis(5)).build()) {
                 long t0 = System.nanoTime();
@@ -243,7 +227,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("timeout while the body is arriving still counts as timeout", withFake(fake -> {
+        t.test("timeout while the body is arriving still counts as timeout", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> {
                 out.write("HTTP/1.1 200 OK\r\nX-Normd-Digest: x\r\nContent-Length: 10\r\n\r\nabc");
                 FakeNormd.hang(out);
@@ -253,7 +237,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("a keep-alive connection normd had closed is retried once, inside the deadline", withFake(fake -> {
+        t.test("a keep-alive connection normd had closed is retried once, inside the deadline", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> {
                 FakeNormd.ok(out, "{}".getBytes(StandardCharsets.UTF_8));
                 out.close(); // as normd's idle timeout would, without a Connection: close
@@ -266,7 +250,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("framing: a Content-Length body in pieces comes back byte-exact", withFake(fake -> {
+        t.test("framing: a Content-Length body in pieces comes back byte-exact", FakeNormd.onTempSocket(fake -> {
             byte[] big = new byte[300_000];
             for (int i = 0; i < big.length; i++) big[i] = (byte) (i * 31);
             fake.handler = (req, out) -> {
@@ -283,7 +267,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("framing: chunked body with an extension and a trailer, 100 Continue first", withFake(fake -> {
+        t.test("framing: chunked body with an extension and a trailer, 100 Continue first", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> {
                 out.write("HTTP/1.1 100 Continue\r\n\r\n");
                 out.write("HTTP/1.1 200 OK\r\nX-Normd-Digest: x\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -298,7 +282,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("framing: Content-Length 0, and a close-delimited body", withFake(fake -> {
+        t.test("framing: Content-Length 0, and a close-delimited body", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> out.write("HTTP/1.1 200 OK\r\nX-Normd-Digest: x\r\nContent-Length: 0\r\n\r\n");
             try (NormdClient c = builder(fake).build()) {
                 Check.eq(0, c.norm(BODY).bytes().length, "empty body");
@@ -313,7 +297,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("framing: header names in any case, values trimmed, repeated ones joined", withFake(fake -> {
+        t.test("framing: header names in any case, values trimmed, repeated ones joined", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> out.write("HTTP/1.1 200 Fine\r\nx-NORMD-Digest:\t sha-256=:x:  \r\nX-Normd-Schema: a\r\n"
                     + "x-normd-schema: b\r\nX-Other: ignored\r\ncontent-LENGTH: 2\r\n\r\nok");
             try (NormdClient c = builder(fake).build()) {
@@ -324,7 +308,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("an interrupted caller gives up at once: connection, interrupt kept", withFake(fake -> {
+        t.test("an interrupted caller gives up at once: connection, interrupt kept", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> FakeNormd.hang(out);
             try (NormdClient c = builder(fake).build()) {
                 Thread caller = Thread.currentThread();
@@ -348,7 +332,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("framing: a body cut short of its Content-Length is connection, never a partial result", withFake(fake -> {
+        t.test("framing: a body cut short of its Content-Length is connection, never a partial result", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> {
                 out.write("HTTP/1.1 200 OK\r\nX-Normd-Digest: x\r\nContent-Length: 100\r\n\r\n" + "x".repeat(50));
                 out.close();
@@ -359,7 +343,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("framing: a cut chunked body is connection", withFake(fake -> {
+        t.test("framing: a cut chunked body is connection", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> {
                 out.write("HTTP/1.1 200 OK\r\nX-Normd-Digest: x\r\nTransfer-Encoding: chunked\r\n\r\na\r\nhello");
                 out.close();
@@ -369,7 +353,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("framing: over maxResponseBytes by Content-Length (refused at the head) or by count", withFake(fake -> {
+        t.test("framing: over maxResponseBytes by Content-Length (refused at the head) or by count", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> {
                 out.write("HTTP/1.1 200 OK\r\nX-Normd-Digest: x\r\nContent-Length: 1000000\r\n\r\n");
                 FakeNormd.hang(out); // the body never comes: the client must not wait for it
@@ -383,7 +367,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("garbage instead of HTTP is connection", withFake(fake -> {
+        t.test("garbage instead of HTTP is connection", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> {
                 out.write("SSH-2.0-nope\r\n\r\n");
                 out.close();
@@ -451,7 +435,7 @@ public final class ClientTest implements Suite {
             }
         });
 
-        t.test("without an in-app function a fallback throws NormdUnavailableException", withFake(fake -> {
+        t.test("without an in-app function a fallback throws NormdUnavailableException", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> FakeNormd.problem(out, 429, "overloaded");
             try (NormdClient c = NormdClient.builder().socketPath(fake.socket).rolloutPercent(100).build()) {
                 NormdUnavailableException e = Check.throwsA(NormdUnavailableException.class, () -> c.norm(BODY));
@@ -461,7 +445,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("the in-app function gets the body as given; its exception reaches the caller", withFake(fake -> {
+        t.test("the in-app function gets the body as given; its exception reaches the caller", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> FakeNormd.problem(out, 503, "draining");
             AtomicReference<byte[]> seen = new AtomicReference<>();
             try (NormdClient c = builder(fake).fallback(body -> {
@@ -475,7 +459,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("bad call options throw before anything is sent or counted", withFake(fake -> {
+        t.test("bad call options throw before anything is sent or counted", FakeNormd.onTempSocket(fake -> {
             try (NormdClient c = builder(fake).build()) {
                 Check.throwsA(IllegalArgumentException.class, () -> CallOptions.none().withHeader("X-Bad\r\nInjected", "v"));
                 Check.throwsA(IllegalArgumentException.class, () -> CallOptions.none().withHeader("X-Ok", "a\r\nInjected: 1"));
@@ -500,7 +484,7 @@ public final class ClientTest implements Suite {
             Check.throwsA(IllegalArgumentException.class, () -> NormdClient.builder().maxResponseBytes(0));
         });
 
-        t.test("concurrent callers share a bounded pool", withFake(fake -> {
+        t.test("concurrent callers share a bounded pool", FakeNormd.onTempSocket(fake -> {
             try (NormdClient c = builder(fake).maxConnections(4).build()) {
                 ExecutorService pool = Executors.newFixedThreadPool(16);
                 try {
@@ -524,7 +508,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("a caller waiting for a pooled connection past its deadline falls back as timeout", withFake(fake -> {
+        t.test("a caller waiting for a pooled connection past its deadline falls back as timeout", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> FakeNormd.hang(out);
             try (NormdClient c = builder(fake).maxConnections(1).build()) {
                 ExecutorService pool = Executors.newSingleThreadExecutor();
@@ -541,7 +525,7 @@ public final class ClientTest implements Suite {
             }
         }));
 
-        t.test("close(): a call still out falls back at once as connection; later calls throw", withFake(fake -> {
+        t.test("close(): a call still out falls back at once as connection; later calls throw", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> FakeNormd.hang(out);
             NormdClient c = builder(fake).build();
             ExecutorService pool = Executors.newSingleThreadExecutor();
@@ -575,7 +559,7 @@ public final class ClientTest implements Suite {
             }
         });
 
-        t.test("forEachCounter names the kit's vocabulary, counter() reads each", withFake(fake -> {
+        t.test("forEachCounter names the kit's vocabulary, counter() reads each", FakeNormd.onTempSocket(fake -> {
             try (NormdClient c = builder(fake).build()) {
                 c.norm(BODY);
                 Map<String, Long> all = new java.util.TreeMap<>();

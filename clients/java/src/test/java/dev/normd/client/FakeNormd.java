@@ -86,6 +86,24 @@ final class FakeNormd implements AutoCloseable {
         acceptor.start();
     }
 
+    /** A test body with a fake normd on a temp socket. */
+    @FunctionalInterface
+    interface WithFake {
+        void run(FakeNormd fake) throws Exception;
+    }
+
+    /** Runs {@code body} against a fake normd on a temp socket, both closed whatever happens. */
+    static dev.normd.testing.Registry.Body onTempSocket(WithFake body) {
+        return () -> {
+            Path dir = TestPaths.tempDir();
+            try (FakeNormd fake = FakeNormd.unix(dir)) {
+                body.run(fake);
+            } finally {
+                TestPaths.deleteTree(dir);
+            }
+        };
+    }
+
     static FakeNormd unix(Path dir) throws IOException {
         Path sock = dir.resolve("normd.sock");
         ServerSocketChannel s = ServerSocketChannel.open(StandardProtocolFamily.UNIX);

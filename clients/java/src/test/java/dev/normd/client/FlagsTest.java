@@ -4,28 +4,12 @@ import dev.normd.testing.Check;
 import dev.normd.testing.Registry;
 import dev.normd.testing.Suite;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
 import java.time.Duration;
 
 /** GET /flags: first fetch, refresh, last good kept, defaults; and the sticky rollout it drives. */
 public final class FlagsTest implements Suite {
     private static final byte[] BODY = "{}".getBytes(StandardCharsets.UTF_8);
 
-    @FunctionalInterface
-    interface WithFake {
-        void run(FakeNormd fake) throws Exception;
-    }
-
-    private static Registry.Body withFake(WithFake body) {
-        return () -> {
-            Path dir = TestPaths.tempDir();
-            try (FakeNormd fake = FakeNormd.unix(dir)) {
-                body.run(fake);
-            } finally {
-                TestPaths.deleteTree(dir);
-            }
-        };
-    }
 
     /** A client that fetches flags once at build and then only on refreshFlags(). */
     private static NormdClient manual(FakeNormd fake) {
@@ -35,7 +19,7 @@ public final class FlagsTest implements Suite {
 
     @Override
     public void register(Registry t) {
-        t.test("the first GET /flags is fetched at build; awaitFlags reports it", withFake(fake -> {
+        t.test("the first GET /flags is fetched at build; awaitFlags reports it", FakeNormd.onTempSocket(fake -> {
             fake.flagsJson = FakeNormd.flagsDoc(true, 42, 0);
             try (NormdClient c = manual(fake)) {
                 Check.eq(true, c.awaitFlags(Duration.ofSeconds(5)), "loaded");
@@ -49,7 +33,7 @@ public final class FlagsTest implements Suite {
             }
         }));
 
-        t.test("until flags are known, calls go in-app as unavailable without touching normd", withFake(fake -> {
+        t.test("until flags are known, calls go in-app as unavailable without touching normd", FakeNormd.onTempSocket(fake -> {
             fake.flagsStatus = 500;
             try (NormdClient c = manual(fake)) {
                 Check.eq(false, c.awaitFlags(Duration.ofSeconds(5)), "not loaded");
@@ -64,7 +48,7 @@ public final class FlagsTest implements Suite {
             }
         }));
 
-        t.test("a failed first fetch is retried sooner than the refresh period", withFake(fake -> {
+        t.test("a failed first fetch is retried sooner than the refresh period", FakeNormd.onTempSocket(fake -> {
             fake.flagsStatus = 503;
             try (NormdClient c = NormdClient.builder().socketPath(fake.socket).flagsRefresh(Duration.ofMinutes(10))
                     .fallback(b -> "in-app").build()) {
@@ -74,7 +58,7 @@ public final class FlagsTest implements Suite {
             }
         }));
 
-        t.test("the background refresh picks up changes", withFake(fake -> {
+        t.test("the background refresh picks up changes", FakeNormd.onTempSocket(fake -> {
             try (NormdClient c = NormdClient.builder().socketPath(fake.socket).flagsRefresh(Duration.ofMillis(20))
                     .fallback(b -> "in-app").build()) {
                 Check.eq(true, c.awaitFlags(Duration.ofSeconds(5)), "loaded");
@@ -96,7 +80,7 @@ public final class FlagsTest implements Suite {
             {"shadow_percent null", "{\"flags\":{\"norm\":{\"shadow_percent\":null}}}"},
         };
         for (String[] b : bad) {
-            t.test("a refresh that reads " + b[0] + " fails and keeps the last good flags", withFake(fake -> {
+            t.test("a refresh that reads " + b[0] + " fails and keeps the last good flags", FakeNormd.onTempSocket(fake -> {
                 fake.flagsJson = FakeNormd.flagsDoc(true, 30, 60);
                 try (NormdClient c = manual(fake)) {
                     Check.eq(true, c.awaitFlags(Duration.ofSeconds(5)), "first load");
@@ -111,7 +95,7 @@ public final class FlagsTest implements Suite {
             }));
         }
 
-        t.test("a missing flag or field means enabled, 100 %, shadow 0; fractions round down, outside 0..100 clamps", withFake(fake -> {
+        t.test("a missing flag or field means enabled, 100 %, shadow 0; fractions round down, outside 0..100 clamps", FakeNormd.onTempSocket(fake -> {
             fake.flagsJson = "{\"flags\":{\"validate\":{\"enabled\":false}}}";
             try (NormdClient c = manual(fake)) {
                 Check.eq(true, c.awaitFlags(Duration.ofSeconds(5)), "loaded");
@@ -127,7 +111,7 @@ public final class FlagsTest implements Suite {
             }
         }));
 
-        t.test("flagName picks another flag", withFake(fake -> {
+        t.test("flagName picks another flag", FakeNormd.onTempSocket(fake -> {
             fake.flagsJson = "{\"flags\":{\"norm\":{\"enabled\":false},\"orders\":{\"rollout_percent\":7}}}";
             try (NormdClient c = NormdClient.builder().socketPath(fake.socket).flagName("orders").flagsRefresh(Duration.ZERO).build()) {
                 Check.eq(true, c.awaitFlags(Duration.ofSeconds(5)), "loaded");
@@ -136,7 +120,7 @@ public final class FlagsTest implements Suite {
             }
         }));
 
-        t.test("a fixed rolloutPercent sends no GET /flags at all", withFake(fake -> {
+        t.test("a fixed rolloutPercent sends no GET /flags at all", FakeNormd.onTempSocket(fake -> {
             try (NormdClient c = NormdClient.builder().socketPath(fake.socket).rolloutPercent(100).build()) {
                 Check.eq(true, c.awaitFlags(Duration.ofMillis(1)), "nothing to wait for");
                 Check.that(c.norm(BODY).fromNormd(), "routed");
@@ -145,7 +129,7 @@ public final class FlagsTest implements Suite {
             Check.eq(0, fake.requests("/flags").size(), "no GET /flags");
         }));
 
-        t.test("sticky rollout: each key routes by its own bucket, the same way every time", withFake(fake -> {
+        t.test("sticky rollout: each key routes by its own bucket, the same way every time", FakeNormd.onTempSocket(fake -> {
             fake.flagsJson = FakeNormd.flagsDoc(true, 25, 0);
             try (NormdClient c = manual(fake)) {
                 Check.eq(true, c.awaitFlags(Duration.ofSeconds(5)), "loaded");
@@ -165,7 +149,7 @@ public final class FlagsTest implements Suite {
             }
         }));
 
-        t.test("without a key the split is random per call: 0 % and 100 % are absolute", withFake(fake -> {
+        t.test("without a key the split is random per call: 0 % and 100 % are absolute", FakeNormd.onTempSocket(fake -> {
             fake.flagsJson = FakeNormd.flagsDoc(true, 0, 0);
             try (NormdClient c = manual(fake)) {
                 Check.eq(true, c.awaitFlags(Duration.ofSeconds(5)), "loaded");
@@ -182,7 +166,7 @@ public final class FlagsTest implements Suite {
             }
         }));
 
-        t.test("stats() flags section before any load", withFake(fake -> {
+        t.test("stats() flags section before any load", FakeNormd.onTempSocket(fake -> {
             fake.flagsStatus = 404;
             try (NormdClient c = manual(fake)) {
                 c.awaitFlags(Duration.ofSeconds(5));

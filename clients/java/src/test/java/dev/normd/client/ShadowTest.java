@@ -4,7 +4,6 @@ import dev.normd.testing.Check;
 import dev.normd.testing.Registry;
 import dev.normd.testing.Suite;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -13,21 +12,6 @@ import java.util.List;
 public final class ShadowTest implements Suite {
     private static final byte[] BODY = "{\"a\":1}".getBytes(StandardCharsets.UTF_8);
 
-    @FunctionalInterface
-    interface WithFake {
-        void run(FakeNormd fake) throws Exception;
-    }
-
-    private static Registry.Body withFake(WithFake body) {
-        return () -> {
-            Path dir = TestPaths.tempDir();
-            try (FakeNormd fake = FakeNormd.unix(dir)) {
-                body.run(fake);
-            } finally {
-                TestPaths.deleteTree(dir);
-            }
-        };
-    }
 
     /** Every call shadowed: rollout 0, shadow 100. */
     private static NormdClient.Builder shadowAll(FakeNormd fake) {
@@ -49,7 +33,7 @@ public final class ShadowTest implements Suite {
             Check.eq("sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:", Shadow.digestOf(new byte[0]), "empty");
         });
 
-        t.test("the in-app answer may be a byte[] or a String; both are compared", withFake(fake -> {
+        t.test("the in-app answer may be a byte[] or a String; both are compared", FakeNormd.onTempSocket(fake -> {
             List<Object> answers = new ArrayList<>(List.of("{\"a\":1}", "{\"a\":1}".getBytes(StandardCharsets.UTF_8), "{\"a\":2}"));
             try (NormdClient c = shadowAll(fake).fallback(b -> answers.remove(0)).build()) {
                 for (int i = 0; i < 3; i++) {
@@ -64,7 +48,7 @@ public final class ShadowTest implements Suite {
             }
         }));
 
-        t.test("shadowCanonical turns another in-app type into bytes; without it the call is skipped", withFake(fake -> {
+        t.test("shadowCanonical turns another in-app type into bytes; without it the call is skipped", FakeNormd.onTempSocket(fake -> {
             record Doc(String canonical) {}
             try (NormdClient c = shadowAll(fake).fallback(b -> new Doc("{\"a\":1}"))
                     .shadowCanonical(o -> ((Doc) o).canonical().getBytes(StandardCharsets.UTF_8)).build()) {
@@ -80,7 +64,7 @@ public final class ShadowTest implements Suite {
             }
         }));
 
-        t.test("shadowCompare replaces the digest check", withFake(fake -> {
+        t.test("shadowCompare replaces the digest check", FakeNormd.onTempSocket(fake -> {
             try (NormdClient c = shadowAll(fake).fallback(b -> "anything")
                     .shadowCompare((normd, inApp) -> normd.bytes().length == 7 && inApp.equals("anything")).build()) {
                 c.norm(BODY, CallOptions.key("k"));
@@ -89,7 +73,7 @@ public final class ShadowTest implements Suite {
             }
         }));
 
-        t.test("the mismatch sample keeps the latest 16 keys, oldest first; a call without a key is named so", withFake(fake -> {
+        t.test("the mismatch sample keeps the latest 16 keys, oldest first; a call without a key is named so", FakeNormd.onTempSocket(fake -> {
             try (NormdClient c = shadowAll(fake).fallback(b -> "different").build()) {
                 for (int i = 0; i < 20; i++) {
                     c.norm(BODY, CallOptions.key("k" + i));
@@ -105,7 +89,7 @@ public final class ShadowTest implements Suite {
             }
         }));
 
-        t.test("maxShadowInFlight 0 turns shadow calls off; the caller still gets reason shadow", withFake(fake -> {
+        t.test("maxShadowInFlight 0 turns shadow calls off; the caller still gets reason shadow", FakeNormd.onTempSocket(fake -> {
             try (NormdClient c = shadowAll(fake).maxShadowInFlight(0).fallback(b -> "x").build()) {
                 Check.eq(Reason.SHADOW, c.norm(BODY, CallOptions.key("k")).reason(), "reason");
                 Check.eq(1L, c.stats().shadow().skipped(), "skipped");
@@ -114,7 +98,7 @@ public final class ShadowTest implements Suite {
             }
         }));
 
-        t.test("close() stops the shadow threads: a stalled shadow call does not outlive the client", withFake(fake -> {
+        t.test("close() stops the shadow threads: a stalled shadow call does not outlive the client", FakeNormd.onTempSocket(fake -> {
             fake.handler = (req, out) -> FakeNormd.hang(out);
             NormdClient c = shadowAll(fake).deadline(Duration.ofSeconds(30)).fallback(b -> "x").build();
             try {
