@@ -369,6 +369,15 @@ func TestDoneContextAndBadArgumentsSendNothing(t *testing.T) {
 	}
 }
 
+// cutAfter50 answers 200 with a digest and 50 body bytes, then drops the connection.
+func cutAfter50(w http.ResponseWriter) {
+	w.Header().Set("X-Normd-Digest", "sha-256=:x:")
+	w.WriteHeader(200)
+	w.Write(bytes.Repeat([]byte("x"), 50))
+	w.(http.Flusher).Flush()
+	conn, _, _ := w.(http.Hijacker).Hijack()
+	conn.Close()
+}
 func TestResponseBodies(t *testing.T) {
 	big := bytes.Repeat([]byte("x"), 3000)
 	for _, row := range []struct {
@@ -379,20 +388,10 @@ func TestResponseBodies(t *testing.T) {
 	}{
 		{"cut short of its Content-Length", func(w http.ResponseWriter, _ *http.Request, _ []byte) {
 			w.Header().Set("Content-Length", "100")
-			w.Header().Set("X-Normd-Digest", "sha-256=:x:")
-			w.WriteHeader(200)
-			w.Write(big[:50])
-			w.(http.Flusher).Flush()
-			conn, _, _ := w.(http.Hijacker).Hijack()
-			conn.Close()
+			cutAfter50(w)
 		}, 0, ReasonConnection},
 		{"chunked, cut mid-way", func(w http.ResponseWriter, _ *http.Request, _ []byte) {
-			w.Header().Set("X-Normd-Digest", "sha-256=:x:")
-			w.WriteHeader(200)
-			w.Write(big[:50])
-			w.(http.Flusher).Flush()
-			conn, _, _ := w.(http.Hijacker).Hijack()
-			conn.Close()
+			cutAfter50(w)
 		}, 0, ReasonConnection},
 		{"Content-Length past MaxResponseBytes", func(w http.ResponseWriter, _ *http.Request, _ []byte) {
 			w.Header().Set("Content-Length", "3000")
