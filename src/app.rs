@@ -18,7 +18,7 @@ use crate::config::{self, Config, SchemaSource};
 use crate::flags::Flags;
 use crate::health::{self, Health};
 use crate::pipeline::SchemaSet;
-use crate::{allocator, telemetry};
+use crate::{allocator, paging, telemetry};
 
 /// Everything the handlers share. Cheap to clone (all `Arc`s).
 #[derive(Clone)]
@@ -178,6 +178,14 @@ pub fn check_profile_schemas<'a>(
 
 /// How often memory is sampled (and, over a watermark, freed memory returned).
 const MEMORY_SAMPLE_PERIOD: Duration = Duration::from_millis(100);
+
+/// Start-up is done: gives back what only start-up used, its freed heap (config and
+/// schema loading allocate and free a few MiB on this thread) and the pages of its code
+/// and read-only data ([`paging`]). Call once, before serving; takes a few ms.
+pub fn release_start_up_memory() {
+    allocator::release_freed_memory();
+    paging::release_start_up_pages();
+}
 
 /// Background tasks: memory sampler, self-probe of `targets`, flags poller, schema reload
 /// on each `hup`. They end when the returned handles are aborted; the self-probe also

@@ -20,8 +20,9 @@
 //! - [`client`]    a one-shot HTTP client over either transport (self-probe, `normd probe`)
 //! - [`pipeline`]  the pure core: `canonical` (RFC 8785), `normalize`, `validate`, `codec`
 //! - [`wire`]      routes, header names and content types: the facts on the wire
-//! - [`sched`]     a scheduling hint for the I/O threads (one of the crate's two `unsafe` calls)
-//! - [`allocator`] freed memory back to the OS under a memory watermark (the other one)
+//! - [`sched`]     a scheduling hint for the I/O threads (one of the crate's three `unsafe` calls)
+//! - [`allocator`] freed memory back to the OS under a memory watermark (the second)
+//! - [`paging`]    the pages only start-up used, given back once serving (the third)
 #![deny(unsafe_code)]
 
 pub(crate) mod admission;
@@ -33,6 +34,7 @@ pub mod config;
 pub(crate) mod error;
 pub mod flags;
 pub(crate) mod health;
+pub(crate) mod paging;
 pub mod pipeline;
 pub mod sched;
 pub mod server;
