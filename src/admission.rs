@@ -5,8 +5,9 @@
 //! normd's own job: a rejection must cost microseconds and no queue slot, a request
 //! whose budget cannot cover its expected queue wait is refused up front, and work
 //! whose caller left (deadline passed, client disconnected) never starts.
-//! Never: runs pipeline work on the async I/O threads, and never blocks them: a full
-//! queue is an answer, not a wait.
+//! Never: blocks the async I/O threads: a full queue is an answer, not a wait. The only
+//! work they run is a small, bounded job while the pool is idle, one per idle turn of
+//! the thread (see [`Admission::run`]).
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,15 +18,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::pipeline::Stop;
-use crate::telemetry;
-
-/// Stack of each worker thread. Parsing is depth-limited (≤ 1024 levels) but the
-/// jsonschema validator and serde_json's recursive drop use the stack too; 8 MiB leaves
-/// a wide margin at 1024 levels, and untouched stack pages cost no RSS.
-const WORKER_STACK: usize = 8 << 20;
+use crate::{sched, telemetry};
 
 /// Weight of the newest sample in the service-time average (1/8).
 const EWMA_SHIFT: u32 = 3;
+
+/// Small jobs run inline only while the recent mean service time is below this: a schema
+/// or a workload that makes even small inputs slow sends them back to the pool.
+const INLINE_MAX_SERVICE: Duration = Duration::from_micros(250);
 
 /// CPU worker count from the cgroup CPU quota (v2 `cpu.max`, v1 CFS files), else the
 /// CPUs this process may run on.
@@ -88,6 +88,9 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// and burns the pod's CPU quota. Here an idle worker sleeps at once, and a submit makes
 /// the wake-up call only when a worker sleeps. The admission cap bounds the queue's
 /// length; the lock is never held while a job runs.
+///
+/// It also counts the jobs running, on workers or inline on an I/O thread, so that never
+/// more than `workers` run at once: a worker takes a job only while a core is free.
 struct JobQueue {
     state: Mutex<QueueState>,
     ready: Condvar,
@@ -99,8 +102,10 @@ struct QueueState {
     next_ticket: u64,
     /// Workers waiting on `ready`.
     sleeping: usize,
-    /// Workers started; with none, a job would never run.
+    /// Workers started; with none, a job would never run. Also the cap on `running`.
     workers: usize,
+    /// Jobs running now, on a worker or inline.
+    running: usize,
 }
 
 impl JobQueue {
@@ -111,6 +116,7 @@ impl JobQueue {
                 next_ticket: 0,
                 sleeping: 0,
                 workers: 0,
+                running: 0,
             }),
             ready: Condvar::new(),
         }
@@ -135,7 +141,7 @@ impl JobQueue {
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.jobs.push_back((ticket, job));
-        let wake = state.sleeping > 0;
+        let wake = state.sleeping > 0 && state.running < state.workers;
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -152,12 +158,16 @@ impl JobQueue {
         state.jobs.remove(at).map(|(_, job)| job)
     }
 
-    /// The next job, sleeping until there is one.
-    fn pop(&self) -> Job {
+    /// A worker's next job, sleeping until there is one and a core is free for it. The
+    /// job calls `finished` when it ends.
+    fn next(&self) -> Job {
         let mut state = self.lock();
         loop {
-            if let Some((_, job)) = state.jobs.pop_front() {
-                return job;
+            if state.running < state.workers {
+                if let Some((_, job)) = state.jobs.pop_front() {
+                    state.running += 1;
+                    return job;
+                }
             }
             state.sleeping += 1;
             state = self
@@ -166,6 +176,41 @@ impl JobQueue {
                 .unwrap_or_else(PoisonError::into_inner);
             state.sleeping -= 1;
         }
+    }
+
+    /// A job has ended: its core is free for the next queued one.
+    fn finished(&self) {
+        let mut state = self.lock();
+        state.running -= 1;
+        let wake = state.sleeping > 0 && !state.jobs.is_empty();
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Claims a core for a job to run inline, only when the pool is idle: nothing
+    /// queued and a core free, so no queued call is overtaken.
+    fn claim_idle(self: &Arc<Self>) -> Option<InlineCore> {
+        let mut state = self.lock();
+        if !state.jobs.is_empty() || state.running >= state.workers {
+            return None;
+        }
+        state.running += 1;
+        Some(InlineCore(Arc::clone(self)))
+    }
+
+    fn running(&self) -> usize {
+        self.lock().running
+    }
+}
+
+/// A core held by a job running inline; given back (and a waiting job started) on drop.
+struct InlineCore(Arc<JobQueue>);
+
+impl Drop for InlineCore {
+    fn drop(&mut self) {
+        self.0.finished();
     }
 }
 
@@ -176,10 +221,11 @@ pub struct Admission {
     max_queue: usize,
     /// Calls admitted and not yet started (including those still reading their body).
     queued: AtomicUsize,
-    running: AtomicUsize,
     ewma_service_ns: AtomicU64,
     inflight_bytes: AtomicUsize,
     max_inflight_bytes: usize,
+    /// `INLINE_MAX_SERVICE`, except in tests that are not about it.
+    inline_max_service: Duration,
 }
 
 impl std::fmt::Debug for Admission {
@@ -196,14 +242,23 @@ impl Admission {
     /// Starts `workers` threads. They live as long as the process (a pool drained at
     /// shutdown would only delay exit).
     pub fn start(workers: usize, max_queue: usize, max_inflight_bytes: usize) -> Arc<Self> {
+        Self::start_with(workers, max_queue, max_inflight_bytes, INLINE_MAX_SERVICE)
+    }
+
+    fn start_with(
+        workers: usize,
+        max_queue: usize,
+        max_inflight_bytes: usize,
+        inline_max_service: Duration,
+    ) -> Arc<Self> {
         let jobs = Arc::new(JobQueue::new());
         for i in 0..workers.max(1) {
             let queue = Arc::clone(&jobs);
             let spawned = std::thread::Builder::new()
                 .name(format!("normd-worker-{i}"))
-                .stack_size(WORKER_STACK)
+                .stack_size(sched::JOB_STACK)
                 .spawn(move || loop {
-                    queue.pop()();
+                    queue.next()();
                 });
             match spawned {
                 Ok(_) => jobs.worker_started(),
@@ -215,10 +270,10 @@ impl Admission {
             workers: workers.max(1),
             max_queue,
             queued: AtomicUsize::new(0),
-            running: AtomicUsize::new(0),
             ewma_service_ns: AtomicU64::new(0),
             inflight_bytes: AtomicUsize::new(0),
             max_inflight_bytes,
+            inline_max_service,
         })
     }
 
@@ -226,8 +281,9 @@ impl Admission {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// Jobs running now, on the pool's workers or inline.
     pub fn running(&self) -> usize {
-        self.running.load(Ordering::Relaxed)
+        self.jobs.running()
     }
 
     /// The in-flight byte budget in force.
@@ -329,11 +385,26 @@ impl Admission {
         Ok(())
     }
 
-    /// Runs `work` on the pool under `deadline`. Resolves to `DeadlineExceeded` when the
-    /// deadline passes, whether or not the work is still running; the work sees that
-    /// through its [`Budget`] and stops at its next checkpoint. Dropping the returned
-    /// future (client gone) cancels queued work the same way.
-    pub async fn run<T, F>(&self, slot: Slot, deadline: Instant, work: F) -> Result<T, Refusal>
+    /// Runs `work` under `deadline` on the pool (or inline: see `small`). Resolves to
+    /// `DeadlineExceeded` when the deadline passes, whether or not the work is still
+    /// running; the work sees that through its [`Budget`] and stops at its next
+    /// checkpoint. Dropping the returned future (client gone) cancels queued work the
+    /// same way. An inline job, being small, answers at its next checkpoint instead.
+    ///
+    /// `small`: the caller vouches that the job is small and bounded (a few tens of µs
+    /// up to a fraction of a millisecond). Such a job runs inline, on the I/O thread
+    /// the request is on, when the pool is idle, recent jobs were quick
+    /// (`INLINE_MAX_SERVICE`), and that thread has had nothing else to run since its
+    /// last inline job (`sched::inline_turn_open`): the hand-off to a worker and back
+    /// costs a large share of a small job's CPU, and what waits behind an inline job on
+    /// its thread waits for one small job at most.
+    pub async fn run<T, F>(
+        &self,
+        slot: Slot,
+        deadline: Instant,
+        small: bool,
+        work: F,
+    ) -> Result<T, Refusal>
     where
         T: Send + 'static,
         F: FnOnce(&Budget) -> T + Send + 'static,
@@ -342,27 +413,24 @@ impl Admission {
             deadline,
             cancelled: Arc::new(AtomicBool::new(false)),
         };
+        let enqueued = Instant::now();
+        if small && sched::inline_turn_open() && self.service_time() <= self.inline_max_service {
+            if let Some(_core) = self.jobs.claim_idle() {
+                sched::take_inline_turn();
+                telemetry::job_inline();
+                return start(slot, enqueued, &budget, work);
+            }
+        }
         let _cancel_on_drop = CancelOnDrop(Arc::clone(&budget.cancelled));
         let (done_tx, done_rx) = oneshot::channel::<Result<T, Refusal>>();
-        let enqueued = Instant::now();
         let job_budget = budget.clone();
+        let queue = Arc::clone(&self.jobs);
         let job: Job = Box::new(move || {
-            let admission = Arc::clone(&slot.admission);
-            drop(slot); // leaves the queue: counted as started from here on
-            let started = Instant::now();
-            telemetry::queue_wait(started - enqueued);
-            if job_budget.should_stop() {
-                // Past its deadline the caller already got its 504 (and the timeout set
-                // `cancelled` too); before it, only a caller that left cancels the work.
-                telemetry::cancelled_before_start(Instant::now() < job_budget.deadline);
-                let _ = done_tx.send(Err(Refusal::DeadlineExceeded));
-                return;
-            }
-            admission.running.fetch_add(1, Ordering::Relaxed);
-            let result = catch_unwind(AssertUnwindSafe(|| work(&job_budget)));
-            admission.running.fetch_sub(1, Ordering::Relaxed);
-            admission.record_service(started.elapsed());
-            let _ = done_tx.send(result.map_err(|_| Refusal::Panicked));
+            let result = start(slot, enqueued, &job_budget, work);
+            // Its core is free before its caller hears, so the caller's next call finds
+            // the pool idle.
+            queue.finished();
+            let _ = done_tx.send(result);
         });
         let Ok(ticket) = self.jobs.push(job) else {
             return Err(Refusal::Overloaded("the worker pool is gone"));
@@ -404,6 +472,29 @@ impl Admission {
                 })
             });
     }
+}
+
+/// Starts a job, on a worker or inline: it leaves the queue, work whose caller is gone
+/// (deadline passed, client left) does not start, and a panic is caught and answered.
+fn start<T>(
+    slot: Slot,
+    enqueued: Instant,
+    budget: &Budget,
+    work: impl FnOnce(&Budget) -> T,
+) -> Result<T, Refusal> {
+    let admission = Arc::clone(&slot.admission);
+    drop(slot); // leaves the queue: counted as started from here on
+    let started = Instant::now();
+    telemetry::queue_wait(started - enqueued);
+    if budget.should_stop() {
+        // Past its deadline the caller already got its 504 (and the timeout set
+        // `cancelled` too); before it, only a caller that left cancels the work.
+        telemetry::cancelled_before_start(Instant::now() < budget.deadline);
+        return Err(Refusal::DeadlineExceeded);
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| work(budget)));
+    admission.record_service(started.elapsed());
+    result.map_err(|_| Refusal::Panicked)
 }
 
 /// A reserved queue place; released when the work starts or the call gives up.
@@ -588,7 +679,7 @@ mod tests {
         let adm = Admission::start(2, 4, 1 << 20);
         let slot = adm.reserve(far(), false).unwrap();
         let name = adm
-            .run(slot, far(), |_| {
+            .run(slot, far(), false, |_| {
                 std::thread::current().name().map(str::to_owned)
             })
             .await
@@ -606,7 +697,7 @@ mod tests {
             let (adm, runs) = (Arc::clone(&adm), Arc::clone(&runs));
             calls.spawn(async move {
                 let slot = adm.reserve(far(), false).unwrap();
-                adm.run(slot, far(), move |_| {
+                adm.run(slot, far(), false, move |_| {
                     runs.fetch_add(1, Ordering::Relaxed);
                     (i, std::thread::current().name().map(str::to_owned))
                 })
@@ -631,17 +722,151 @@ mod tests {
         assert!(queue.push(Box::new(|| ())).is_err());
         queue.worker_started();
         assert!(queue.push(Box::new(|| ())).is_ok());
-        (queue.pop())();
+        (queue.next())();
+    }
+
+    /// An inline job holds one of the pool's cores: with one worker, a queued job waits
+    /// until the inline one ends, so never more jobs run than there are workers.
+    #[test]
+    fn an_inline_job_holds_a_core_the_worker_waits_for() {
+        let queue = Arc::new(JobQueue::new());
+        queue.worker_started();
+        let core = queue.claim_idle().expect("idle pool");
+        assert!(queue.claim_idle().is_none(), "the only core is taken");
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        queue
+            .push(Box::new(move || ran_tx.send(()).unwrap()))
+            .map_err(|_| "no worker")
+            .unwrap();
+        let worker = {
+            let queue = Arc::clone(&queue);
+            std::thread::spawn(move || (queue.next())())
+        };
+        // The worker is asleep, the job still queued: it cannot start while the core is
+        // held, and a queued job also keeps the next call from running inline.
+        while queue.lock().sleeping == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(queue.lock().jobs.len(), 1);
+        drop(core);
+        ran_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the worker ran the job once the core was free");
+        worker.join().unwrap();
+        assert_eq!(queue.running(), 1, "a bare job does not say it finished");
+    }
+
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or("").to_owned()
+    }
+
+    /// A runtime whose threads are I/O threads as `serve` builds them.
+    fn io_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-io")
+            .on_thread_start(sched::io_thread_started)
+            .on_thread_park(sched::io_thread_parked)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Small jobs run where the call is, one per idle turn of the I/O thread: a second
+    /// small job before the thread has found itself idle goes to the pool.
+    #[test]
+    fn small_jobs_run_inline_once_per_idle_turn() {
+        let rt = io_runtime();
+        // Any recent service time: a loaded machine may stretch these tiny jobs.
+        let adm = Admission::start_with(1, 8, 1 << 20, Duration::MAX);
+        let run = |adm: Arc<Admission>, small| async move {
+            let slot = adm.reserve(far(), false).unwrap();
+            adm.run(slot, far(), small, |_| thread_name())
+                .await
+                .unwrap()
+        };
+        let names = rt
+            .block_on(rt.spawn(async move {
+                let mut names = vec![run(Arc::clone(&adm), true).await];
+                // No await point between the two: the thread has not been idle.
+                names.push(run(Arc::clone(&adm), true).await);
+                // Idle on a timer: the thread parks, and its turn opens again.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                names.push(run(Arc::clone(&adm), true).await);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                names.push(run(Arc::clone(&adm), false).await);
+                assert_eq!(adm.running() + adm.queued(), 0);
+                names
+            }))
+            .unwrap();
+        assert_eq!(names[0], "test-io");
+        assert!(names[1].starts_with("normd-worker-"), "{names:?}");
+        assert_eq!(names[2], "test-io");
+        assert!(
+            names[3].starts_with("normd-worker-"),
+            "not small: {names:?}"
+        );
+    }
+
+    /// Off normd's I/O threads (a plain runtime), nothing runs inline.
+    #[tokio::test]
+    async fn only_io_threads_run_jobs_inline() {
+        let adm = Admission::start_with(1, 4, 1 << 20, Duration::MAX);
+        let slot = adm.reserve(far(), false).unwrap();
+        let name = adm.run(slot, far(), true, |_| thread_name()).await.unwrap();
+        assert!(name.starts_with("normd-worker-"), "{name}");
+    }
+
+    /// A small job does not overtake: with the worker busy it queues, and runs on the
+    /// worker once it is free.
+    #[test]
+    fn a_small_job_queues_behind_a_busy_pool() {
+        let rt = io_runtime();
+        let adm = Admission::start_with(1, 8, 1 << 20, Duration::MAX);
+        let name = rt
+            .block_on(rt.spawn(async move {
+                let (busy, release) = occupy_the_worker(&adm).await;
+                let slot = adm.reserve(far(), false).unwrap();
+                let mut small = Box::pin(adm.run(slot, far(), true, |_| thread_name()));
+                assert!(futures_poll_once(small.as_mut()).await.is_none());
+                release.send(()).unwrap();
+                busy.await.unwrap().unwrap();
+                small.await.unwrap()
+            }))
+            .unwrap();
+        assert!(name.starts_with("normd-worker-"), "{name}");
+    }
+
+    /// After slow jobs, small inputs go to the pool too: their size no longer says they
+    /// are quick.
+    #[test]
+    fn slow_recent_jobs_keep_small_ones_on_the_pool() {
+        let rt = io_runtime();
+        let adm = Admission::start(1, 8, 1 << 20);
+        let name = rt
+            .block_on(rt.spawn(async move {
+                let slot = adm.reserve(far(), false).unwrap();
+                let slow = INLINE_MAX_SERVICE * 4;
+                adm.run(slot, far(), false, move |_| std::thread::sleep(slow))
+                    .await
+                    .unwrap();
+                assert!(adm.service_time() > INLINE_MAX_SERVICE);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let slot = adm.reserve(far(), false).unwrap();
+                adm.run(slot, far(), true, |_| thread_name()).await.unwrap()
+            }))
+            .unwrap();
+        assert!(name.starts_with("normd-worker-"), "{name}");
     }
 
     #[tokio::test]
     async fn a_panic_is_contained() {
         let adm = Admission::start(1, 4, 1 << 20);
         let slot = adm.reserve(far(), false).unwrap();
-        let r: Result<(), _> = adm.run(slot, far(), |_| panic!("boom")).await;
+        let r: Result<(), _> = adm.run(slot, far(), false, |_| panic!("boom")).await;
         assert_eq!(r, Err(Refusal::Panicked));
         let slot = adm.reserve(far(), false).unwrap();
-        assert_eq!(adm.run(slot, far(), |_| 7).await, Ok(7));
+        assert_eq!(adm.run(slot, far(), false, |_| 7).await, Ok(7));
     }
 
     /// A call that stops waiting (deadline, or its future dropped because the client
@@ -657,7 +882,7 @@ mod tests {
         let slot = adm.reserve(deadline, false).unwrap();
         assert_eq!(adm.queued(), 1);
         assert_eq!(
-            adm.run(slot, deadline, |_| ()).await,
+            adm.run(slot, deadline, false, |_| ()).await,
             Err(Refusal::DeadlineExceeded)
         );
         assert_eq!(
@@ -668,8 +893,11 @@ mod tests {
 
         // The caller leaves while queued.
         let slot = adm.reserve(far(), false).unwrap();
-        let waited =
-            tokio::time::timeout(Duration::from_millis(20), adm.run(slot, far(), |_| ())).await;
+        let waited = tokio::time::timeout(
+            Duration::from_millis(20),
+            adm.run(slot, far(), false, |_| ()),
+        )
+        .await;
         assert!(waited.is_err(), "still queued behind the busy worker");
         assert_eq!(adm.queued(), 0);
         assert!(adm.reserve(far(), false).is_ok());
@@ -689,7 +917,7 @@ mod tests {
         let slot = adm.reserve(deadline, false).unwrap();
         // The work blocks until released, so only the deadline can end the call.
         let r = adm
-            .run(slot, deadline, move |budget| {
+            .run(slot, deadline, false, move |budget| {
                 let _ = release_rx.recv();
                 let _ = seen_tx.send(budget.should_stop());
             })
@@ -709,7 +937,9 @@ mod tests {
         let started = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&started);
         let slot = adm.reserve(far(), false).unwrap();
-        let queued = adm.run(slot, far(), move |_| flag.store(true, Ordering::SeqCst));
+        let queued = adm.run(slot, far(), false, move |_| {
+            flag.store(true, Ordering::SeqCst)
+        });
         // Poll once so the job is enqueued, then drop it: the client went away.
         let mut queued = Box::pin(queued);
         assert!(futures_poll_once(queued.as_mut()).await.is_none());
@@ -718,7 +948,7 @@ mod tests {
         running.await.unwrap().unwrap();
         // A third job runs; the dropped one never did.
         let slot = adm.reserve(far(), false).unwrap();
-        adm.run(slot, far(), |_| ()).await.unwrap();
+        adm.run(slot, far(), false, |_| ()).await.unwrap();
         assert!(!started.load(Ordering::SeqCst));
     }
 
@@ -735,7 +965,7 @@ mod tests {
         let slot = adm.reserve(far(), false).unwrap();
         let adm = Arc::clone(adm);
         let busy = tokio::spawn(async move {
-            adm.run(slot, far(), move |_| {
+            adm.run(slot, far(), false, move |_| {
                 let _ = started_tx.send(());
                 let _ = release_rx.recv();
             })

@@ -54,6 +54,9 @@ fn runtime(io_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
         .worker_threads(io_threads)
         .thread_name("normd-io")
         .on_thread_start(normd::sched::io_thread_started)
+        .on_thread_park(normd::sched::io_thread_parked)
+        // A small job may run inline on an I/O thread: it gets a worker's stack.
+        .thread_stack_size(normd::sched::JOB_STACK)
         .enable_all()
         .build()
 }
@@ -102,6 +105,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             startup_ms = started.elapsed().as_secs_f64() * 1000.0,
             "normd serving"
         );
+        normd::app::release_start_up_memory();
         let background =
             normd::app::spawn_background(&state, listeners.targets(), signals.take_hangups());
         normd::server::run(state, listeners, signals.requested()).await;

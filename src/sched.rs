@@ -1,6 +1,7 @@
-//! A scheduling hint for the I/O threads: ask Linux for a short time slice.
+//! How the I/O threads are scheduled: a short time slice from Linux, and the turns that
+//! let an I/O thread run a small job inline.
 //!
-//! Owns: one of normd's two `unsafe` blocks, a raw `sched_setattr(2)` (glibc has no
+//! Owns: the first of normd's three `unsafe` blocks, a raw `sched_setattr(2)` (glibc has no
 //! wrapper).
 //! Why: in a pod with one CPU, a worker running a pipeline and the I/O thread that must
 //! write a finished answer, or refuse a new call, share that CPU. Linux's EEVDF scheduler
@@ -14,13 +15,49 @@
 //! runs as before, and a refusal is logged once at startup.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
+
 /// The slice the I/O threads ask for; the kernel clamps it to 0.1–100 ms.
 const IO_SLICE_NS: u64 = 100_000;
 
-/// The I/O threads' start hook: asks for the short slice, and if the kernel refuses, says
-/// so once (at info: normd works as before, only its answers may wait longer on a CPU
-/// shared with a worker).
+/// Stack of every thread that runs jobs: the workers, and the I/O threads for inline
+/// jobs. Parsing is depth-limited (≤ 1024 levels) but the jsonschema validator and
+/// serde_json's recursive drop use the stack too; 8 MiB leaves a wide margin at 1024
+/// levels, and untouched stack pages cost no RSS.
+pub const JOB_STACK: usize = 8 << 20;
+
+thread_local! {
+    /// Set by the I/O threads' start hook: only they take inline turns.
+    static IO_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// This thread's inline turn: open when it starts, closed by an inline job, opened
+    /// again when the thread next finds nothing to run (the runtime's park hook).
+    static INLINE_TURN: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether this thread may run a small job inline now: it is one of normd's I/O threads
+/// and has found nothing else to run since its last inline job. So whatever became ready
+/// on it meanwhile (a health check, another connection's request) waits behind one small
+/// job at most, never behind a run of them.
+pub fn inline_turn_open() -> bool {
+    IO_THREAD.with(Cell::get) && INLINE_TURN.with(Cell::get)
+}
+
+/// Closes this thread's turn: it is about to run a job inline.
+pub fn take_inline_turn() {
+    INLINE_TURN.with(|t| t.set(false));
+}
+
+/// The I/O threads' park hook: the thread found nothing to run, so everything that was
+/// ready on it has run; its inline turn opens again.
+pub fn io_thread_parked() {
+    INLINE_TURN.with(|t| t.set(true));
+}
+
+/// The I/O threads' start hook: marks the thread as one that takes inline turns, asks for
+/// the short slice, and if the kernel refuses, says so once (at info: normd works as
+/// before, only its answers may wait longer on a CPU shared with a worker).
 pub fn io_thread_started() {
+    IO_THREAD.with(|t| t.set(true));
     static REFUSAL_LOGGED: std::sync::atomic::AtomicBool =
         std::sync::atomic::AtomicBool::new(false);
     if let Err(e) = request_short_slice() {

@@ -1,5 +1,6 @@
 //! What a work call runs on the pool: decode the body, charge what the work will hold to
-//! the in-flight budget, run the pipeline. Runs on a worker thread, never an I/O thread.
+//! the in-flight budget, run the pipeline. Runs on a worker thread, or inline on the
+//! call's I/O thread when admission finds it small and the pool idle.
 
 use std::borrow::Cow;
 

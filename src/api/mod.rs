@@ -3,8 +3,8 @@
 //!
 //! Data flows one way through it: [`request`] reads what the call asks for, [`plan`]
 //! resolves it against profiles and schemas, [`guards`] refuse cheaply, admission
-//! reserves, [`job`] runs on the pool, [`respond`] writes the answer. Never runs pipeline
-//! work on an I/O thread, never reads a body it is about to refuse.
+//! reserves, [`job`] runs on the pool (or inline, when admission finds it small and the
+//! pool idle), [`respond`] writes the answer. Never reads a body it is about to refuse.
 
 mod body;
 mod guards;

@@ -126,6 +126,7 @@ async fn serve(state: &AppState, work: Work, req: Request) -> Result<Response, F
     let failed = |problem| Failure::Refused { problem, in_bytes };
 
     let shape_of = (resolved.plan.encoding, resolved.plan.mode);
+    let small = resolved.plan.is_small(in_bytes, content_encoding);
     let job = Job {
         work,
         raw,
@@ -134,7 +135,7 @@ async fn serve(state: &AppState, work: Work, req: Request) -> Result<Response, F
         max_decoded: cfg.max_decoded_bytes,
         panic: cfg.debug_panic && h.contains_key(headers::DEBUG_PANIC),
     };
-    let run = admission.run(slot, deadline, move |budget| job.run(budget, permit));
+    let run = admission.run(slot, deadline, small, move |budget| job.run(budget, permit));
     // Dropping `run` at the cutoff takes a queued job back, or tells a running one to
     // stop at its next checkpoint.
     let outcome = tokio::select! {

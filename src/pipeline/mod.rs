@@ -69,6 +69,22 @@ impl Default for Plan {
     }
 }
 
+/// Input bytes up to which a call can be small enough to run inline (see [`Plan::is_small`]).
+pub const SMALL_INPUT_BYTES: usize = 8 << 10;
+
+impl Plan {
+    /// Whether a call of `input_len` bytes (as received, before any decoding) is small
+    /// and bounded under this plan: at most [`SMALL_INPUT_BYTES`], not compressed on the
+    /// wire (a small compressed body may decode to the decoded cap), and compressed at
+    /// most at its encoding's default level (the higher ones cost up to 100× more per
+    /// byte). The README's "Choices made" gives the measured cost at the bound.
+    pub fn is_small(&self, input_len: usize, wire: ContentEncoding) -> bool {
+        input_len <= SMALL_INPUT_BYTES
+            && wire == ContentEncoding::Identity
+            && self.level <= self.encoding.default_level()
+    }
+}
+
 /// Why a pipeline call produced no output. Mapped to problems in one place (`error.rs`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PipelineError {

@@ -74,6 +74,8 @@ metrics_table! {
         "Time from receipt to response, by route";
     QUEUE_WAIT_SECONDS: Histogram(LATENCY_BUCKETS) "normd_queue_wait_seconds" {}, SECONDS, Seed::No,
         "Time admitted work waited for a CPU worker";
+    JOBS_INLINE_TOTAL: Counter "normd_jobs_inline_total" {}, None, Seed::Plain,
+        "Jobs run inline on the I/O thread of their call (small, while the pool was idle)";
     INFLIGHT_REQUESTS: Gauge "normd_inflight_requests" {}, None, Seed::No,
         "Work requests being answered now";
     QUEUE_DEPTH: Gauge "normd_queue_depth" {}, None, Seed::No,
@@ -362,6 +364,7 @@ struct SeriesCache {
     rejections: HashMap<&'static str, Counter>,
     queue_depth: Gauge,
     queue_wait: Histogram,
+    jobs_inline: Counter,
     inflight_bytes: Gauge,
     inflight_requests: Gauge,
 }
@@ -375,6 +378,7 @@ impl SeriesCache {
             rejections: HashMap::new(),
             queue_depth: gauge!(QUEUE_DEPTH),
             queue_wait: histogram!(QUEUE_WAIT_SECONDS),
+            jobs_inline: counter!(JOBS_INLINE_TOTAL),
             inflight_bytes: gauge!(INFLIGHT_BYTES),
             inflight_requests: gauge!(INFLIGHT_REQUESTS),
         }
@@ -537,6 +541,10 @@ pub fn queue_depth(n: usize) {
 
 pub fn queue_wait(d: Duration) {
     with_series(|c| c.queue_wait.record(d.as_secs_f64()));
+}
+
+pub(crate) fn job_inline() {
+    with_series(|c| c.jobs_inline.increment(1));
 }
 
 pub(crate) fn inflight_bytes(n: usize) {
