@@ -146,23 +146,44 @@ def response_end(buf: bytearray) -> tuple[int, int] | None:
     return status, h + 4
 
 
+LIVEZ = b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
 def load(sock: str, reqs: list[bytes], conns: int, warmup: float, duration: float, max_calls: int,
-         pid: int, stall: float = 10.0) -> dict:
+         pid: int, stall: float = 10.0, rate: float | None = None, livez_every: float | None = None) -> dict:
     """Closed loop: `conns` connections, each sends its next request when the answer is in.
-    Snapshots /proc at the end of the warm-up and at the end of the window."""
+    With `rate` (req/s), paced instead: a request leaves every 1/rate s on an idle connection
+    (open loop while fewer than `conns` are outstanding). With `livez_every` (s), one more
+    connection sends `GET /livez` that often (after its previous answer). Snapshots /proc at
+    the end of the warm-up and at the end of the window; latencies are those of the window."""
     sel = selectors.DefaultSelector()
     cs = [Conn(sock) for _ in range(conns)]
+    idle: list[Conn] = []
     nxt = 0
+    t_next = time.monotonic()  # paced: when the next request is due
 
-    def send_next(c: Conn) -> None:
-        nonlocal nxt
-        c.out = reqs[nxt % len(reqs)]
-        nxt += 1
+    def send(c: Conn, data: bytes) -> None:
+        c.out = data
         c.off = 0
         c.sent_at = time.monotonic()
         c.busy = True
         sel.modify(c.sock, selectors.EVENT_WRITE, c) if c.sock in sel.get_map() else \
             sel.register(c.sock, selectors.EVENT_WRITE, c)
+
+    def send_next(c: Conn) -> None:
+        nonlocal nxt, t_next
+        if rate is not None:
+            if time.monotonic() < t_next:
+                idle.append(c)
+                return
+            t_next += 1.0 / rate
+        send(c, reqs[nxt % len(reqs)])
+        nxt += 1
+
+    probe = Conn(sock) if livez_every else None
+    probe_due = time.monotonic()
+    livez: list[float] = []
+    lats: list[float] = []
 
     t_start = time.monotonic()
     t_window = t_start + warmup
@@ -182,7 +203,17 @@ def load(sock: str, reqs: list[bytes], conns: int, warmup: float, duration: floa
             break
         if now > t_end + 30:
             raise TimeoutError("loader: window never ended")
-        for key, ev in sel.select(timeout=0.05):
+        while idle and now >= t_next:
+            send_next(idle.pop())
+        if probe is not None and not probe.busy and now >= probe_due:
+            send(probe, LIVEZ)
+            probe_due = now + livez_every
+        wait = 0.05
+        if idle:
+            wait = min(wait, max(0.0, t_next - now))
+        if probe is not None and not probe.busy:
+            wait = min(wait, max(0.0, probe_due - now))
+        for key, ev in sel.select(timeout=wait):
             c: Conn = key.data
             try:
                 if ev & selectors.EVENT_WRITE:
@@ -208,24 +239,30 @@ def load(sock: str, reqs: list[bytes], conns: int, warmup: float, duration: floa
                 status, used = r
                 del c.inbuf[:used]
                 t = time.monotonic()
+                c.busy = False
+                if c is probe:
+                    if before is not None:
+                        livez.append(t - c.sent_at)
+                    continue
                 if before is not None:
                     done += 1
                     statuses[str(status)] = statuses.get(str(status), 0) + 1
                     lat_sum += t - c.sent_at
-                c.busy = False
+                    lats.append(t - c.sent_at)
                 send_next(c)
         now = time.monotonic()
-        for c in cs:
+        for c in cs + ([probe] if probe else []):
             if c.busy and now - c.sent_at > stall:
                 raise TimeoutError(f"no answer for {stall:.0f}s on a connection")
-    for c in cs:
+    for c in cs + ([probe] if probe else []):
         try:
             sel.unregister(c.sock)
         except Exception:
             pass
         c.sock.close()
     return {"before": before, "after": after, "calls": done, "statuses": statuses,
-            "mean_latency_ms": 1000 * lat_sum / done if done else None}
+            "mean_latency_ms": 1000 * lat_sum / done if done else None,
+            "latencies_s": lats, "livez_s": livez}
 
 
 # ----------------------------------------------------------------------------- figures
@@ -269,6 +306,18 @@ def figures(res: dict) -> dict:
     mb, ma = b["machine"], a["machine"]
     out["machine_busy_cores"] = (ma - mb) / CLK_TCK / wall
     return out
+
+
+def norm_requests(payloads: Path, url: str) -> tuple[list[bytes], list[bytes]]:
+    """The documents of a payload directory, and one keep-alive request per document
+    (`X-Deadline-Ms: 1000`, so the loop measures work, not admission)."""
+    files = sorted(payloads.glob("*.json"))
+    if not files:
+        raise SystemExit(f"no *.json in {payloads}")
+    docs = [p.read_bytes() for p in files]
+    reqs = [(f"POST {url} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+             f"X-Deadline-Ms: 1000\r\nContent-Length: {len(d)}\r\n\r\n").encode() + d for d in docs]
+    return docs, reqs
 
 
 def start_normd(a, tmp: Path) -> tuple[subprocess.Popen, str]:
@@ -371,12 +420,7 @@ def main() -> int:
     ap.add_argument("--max-load", type=float, help="first wait (at most 10 min) for a 1-min load average below this")
     a = ap.parse_args()
     a.normd = str(Path(a.normd).resolve())
-    files = sorted(a.payloads.glob("*.json"))
-    if not files:
-        raise SystemExit(f"no *.json in {a.payloads}")
-    docs = [p.read_bytes() for p in files]
-    reqs = [(f"POST {a.url} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-             f"X-Deadline-Ms: 1000\r\nContent-Length: {len(d)}\r\n\r\n").encode() + d for d in docs]
+    docs, reqs = norm_requests(a.payloads, a.url)
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {LOADER_CPU})
 
